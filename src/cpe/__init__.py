@@ -1,0 +1,3 @@
+"""CPE: Concept Pinpoint Eraser — residual attention gates for concept erasure in diffusion models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,74 @@
+"""The generation manifest: one JSON record per image, the input every metric reads.
+
+File ``manifest.jsonl`` in the generation output folder. Each record has at least:
+``file`` (image path relative to the manifest's folder), ``row`` (prompt-CSV row index), ``prompt``,
+``seed``, ``image_index`` (i of ``generate_num``), ``guidance``, ``erasers`` (list of
+``{"name", "sha256"}``; empty for the original model), ``model``, ``config``, and ``extra`` (the
+CSV's other columns, e.g. ``case_number``, ``artist``, ``type``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cpe.io_utils import read_jsonl
+
+MANIFEST_NAME = "manifest.jsonl"
+REQUIRED_FIELDS = ("file", "row", "prompt", "seed", "image_index", "guidance", "erasers", "model", "config", "extra")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class ManifestCheck:
+    """A manifest matched against the images on disk."""
+
+    records: list[dict]
+    root: Path
+    missing_images: list[str] = field(default_factory=list)  # manifest rows whose image file is absent
+    unlisted_images: list[str] = field(default_factory=list)  # image files the manifest does not name
+
+    @property
+    def present(self) -> list[dict]:
+        missing = set(self.missing_images)
+        return [r for r in self.records if r["file"] not in missing]
+
+    def report(self) -> str:
+        return (
+            f"{self.root}: {len(self.records)} manifest rows, {len(self.present)} images present, "
+            f"{len(self.missing_images)} rows without image, {len(self.unlisted_images)} images not in manifest"
+        )
+
+
+def manifest_path(folder_or_file: str | Path) -> Path:
+    p = Path(folder_or_file)
+    return p / MANIFEST_NAME if p.is_dir() else p
+
+
+def read_manifest(folder_or_file: str | Path) -> list[dict]:
+    """Read and validate a manifest; a missing field is an error naming the file, line and field."""
+    path = manifest_path(folder_or_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"no generation manifest at {path}")
+    records = read_jsonl(path)
+    for number, record in enumerate(records, 1):
+        for name in REQUIRED_FIELDS:
+            if name not in record:
+                raise ValueError(f"{path}:{number}: manifest record lacks field {name!r}")
+    return records
+
+
+def check_manifest(folder_or_file: str | Path) -> ManifestCheck:
+    """Match manifest rows with image files, both ways; nothing is silently dropped."""
+    path = manifest_path(folder_or_file)
+    root = path.parent
+    records = read_manifest(path)
+    listed = {r["file"] for r in records}
+    missing = [r["file"] for r in records if not (root / r["file"]).is_file()]
+    on_disk = {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        and "grids" not in p.relative_to(root).parts
+    }
+    return ManifestCheck(records, root, missing, sorted(on_disk - listed))

@@ -1,0 +1,90 @@
+"""Load tokenizer, text encoder, UNet or a whole pipeline from a hub id or a local folder.
+
+The same code path serves ``CompVis/stable-diffusion-v1-4`` for users and the small pipelines the
+project builds for tests and the offline demo (a local folder instead of a hub id).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import CLIPTokenizer
+
+CLIP_TOKENIZER_ASSETS = Path(__file__).parent / "assets" / "clip_tokenizer"
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+
+
+def check_model_source(model: str) -> None:
+    """Fail early, in one line, when ``model`` looks like a local path that does not exist."""
+    looks_local = model.startswith((".", "/", "~")) or Path(model).expanduser().exists() or model.count("/") > 1
+    if looks_local and not Path(model).expanduser().is_dir():
+        raise FileNotFoundError(f"model folder does not exist: {model}")
+
+
+def clip_tokenizer_from_assets(model_max_length: int = 77) -> CLIPTokenizer:
+    """The real CLIP BPE tokenizer, built from the vocabulary shipped with this package (no download)."""
+    return CLIPTokenizer(
+        str(CLIP_TOKENIZER_ASSETS / "vocab.json"),
+        str(CLIP_TOKENIZER_ASSETS / "merges.txt"),
+        model_max_length=model_max_length,
+    )
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(table)}")
+    return table[dtype]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/"auto" picks CUDA when present, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_tokenizer(model: str) -> CLIPTokenizer:
+    check_model_source(model)
+    return CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+
+
+def load_text_encoder(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
+    from transformers import CLIPTextModel
+
+    check_model_source(model)
+    encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=resolve_dtype(dtype))
+    return encoder.to(device).eval().requires_grad_(False)
+
+
+def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
+    from diffusers import UNet2DConditionModel
+
+    check_model_source(model)
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=resolve_dtype(dtype))
+    return unet.to(device).eval().requires_grad_(False)
+
+
+def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
+    """A ``StableDiffusionPipeline`` with the safety checker off (as in the paper's generation)."""
+    from diffusers import StableDiffusionPipeline
+
+    check_model_source(model)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model, torch_dtype=resolve_dtype(dtype), safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """CLIP last hidden state (after the final layer norm), padded to the tokenizer's max length."""
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(text_encoder.device)
+    return text_encoder(ids)[0]
