@@ -1,0 +1,172 @@
+"""Residual Attention Gates (ResAG): the math of CPE, plain torch, no diffusers.
+
+A ResAG holds, for each of N concepts, one shared attention gate (``U1``/``U2``/``v`` of gate rank r)
+and, for every adapted projection layer l, a low-rank map ``Down_l`` (D -> k) and ``Up_l`` (k -> d_l).
+For a text embedding ``X`` (B, T, D) the gate mixes tokens with a single-head self-attention,
+``Ē = softmax(Q Kᵀ) X``, gates each token with ``g = σ(Ē v)`` and yields ``H = g · Ē``; layer l then
+adds ``(α/k) · H Down_l Up_l`` to its frozen projection (method.md §1.3-1.4).
+
+Two forwards share the parameters:
+* per-concept (``concept`` given): batch item b uses concept ``concept[b]`` — training side by side;
+* merged (``concept=None``): per token, the concept with the largest gate wins — generation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+KEY_MODES = ("query_as_key", "separate_key")
+
+
+@dataclass(frozen=True)
+class ResAGSpec:
+    """Everything that shapes a ResAG except the number of concepts."""
+
+    embed_dim: int
+    layer_dims: dict[str, int] = field(hash=False)
+    gate_rank: int = 16
+    lora_rank: int = 1
+    alpha: float = 1.0
+    key_mode: str = "query_as_key"
+
+    def __post_init__(self) -> None:
+        if self.key_mode not in KEY_MODES:
+            raise ValueError(f"unknown key_mode {self.key_mode!r}; expected one of {KEY_MODES}")
+        if min(self.embed_dim, self.gate_rank, self.lora_rank) < 1 or not self.layer_dims:
+            raise ValueError(f"invalid ResAG spec: {self}")
+
+    @property
+    def scale(self) -> float:
+        """Residual scale s = α / k."""
+        return self.alpha / self.lora_rank
+
+
+@dataclass
+class GateOutput:
+    """The gate's result for one embedding batch, shared by every layer."""
+
+    hidden: Tensor  # H (B, T, D)
+    choice: Tensor  # n* (B, T), long
+    gate: Tensor  # g* (B, T)
+    per_item: Tensor | None = None  # (B,) concept per batch item in the per-concept forward
+
+
+class ResAG(nn.Module):
+    """Stacked ResAGs of N concepts (leading concept axis on every parameter)."""
+
+    def __init__(self, spec: ResAGSpec, num_concepts: int = 1) -> None:
+        super().__init__()
+        if num_concepts < 1:
+            raise ValueError("a ResAG needs at least one concept")
+        self.spec = spec
+        self.num_concepts = num_concepts
+        n, d, r, k = num_concepts, spec.embed_dim, spec.gate_rank, spec.lora_rank
+        self.w_query = nn.Parameter(torch.empty(n, d, r))
+        self.w_key = nn.Parameter(torch.empty(n, d, r), requires_grad=spec.key_mode == "separate_key")
+        self.gate_vector = nn.Parameter(torch.empty(n, d, 1))
+        self.down = nn.ParameterDict({name: nn.Parameter(torch.empty(n, d, k)) for name in spec.layer_dims})
+        self.up = nn.ParameterDict(
+            {name: nn.Parameter(torch.empty(n, k, dim)) for name, dim in spec.layer_dims.items()}
+        )
+        self.sources: list[str] = []  # files the parameters came from (for error messages)
+        self.reset_parameters()
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.spec.layer_dims)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """The exact initialisation of method.md §1.5 (fan-in of a 3-D tensor (a,b,c) is b·c)."""
+        embed = self.spec.embed_dim
+        for weight in (self.w_query, self.w_key):
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+            weight.div_(embed**2)
+        self.gate_vector.zero_()
+        for name in self.spec.layer_dims:
+            nn.init.kaiming_uniform_(self.down[name], a=math.sqrt(5), generator=generator)
+            self.up[name].zero_()
+
+    def gate(self, x: Tensor, concept: Tensor | None = None, active: Tensor | None = None) -> GateOutput:
+        """Run the shared attention gate once for an embedding batch ``x`` (B, T, D).
+
+        ``concept`` (B,) selects the per-concept forward; ``None`` merges all concepts per token.
+        ``active`` (N,) bool disables concepts in the merged forward (a token with no active concept
+        gets no residual).
+        """
+        if concept is not None:
+            w_query = self.w_query[concept]  # (B, D, r)
+            w_key = w_query if self.spec.key_mode == "query_as_key" else self.w_key[concept]
+            query = x @ w_query
+            key = query if self.spec.key_mode == "query_as_key" else x @ w_key
+            mixed = torch.softmax(query @ key.transpose(-1, -2), dim=-1) @ x  # (B, T, D)
+            gate = torch.sigmoid(mixed @ self.gate_vector[concept]).squeeze(-1)  # (B, T)
+            choice = concept[:, None].expand_as(gate)
+            return GateOutput(gate[..., None] * mixed, choice, gate, per_item=concept)
+
+        query = torch.einsum("btd,ndr->bntr", x, self.w_query)
+        key = query if self.spec.key_mode == "query_as_key" else torch.einsum("btd,ndr->bntr", x, self.w_key)
+        mixed = torch.softmax(query @ key.transpose(-1, -2), dim=-1) @ x[:, None]  # (B, N, T, D)
+        gates = torch.sigmoid(mixed @ self.gate_vector[None]).squeeze(-1)  # (B, N, T)
+        if active is not None:
+            gates = torch.where(active.to(gates.device)[None, :, None], gates, gates.new_tensor(-1.0))
+        gate, choice = gates.max(dim=1)  # first index on ties, like argmax
+        gate = gate.clamp(min=0.0)
+        index = choice[:, None, :, None].expand(-1, 1, -1, x.shape[-1])
+        hidden = gate[..., None] * torch.gather(mixed, 1, index).squeeze(1)
+        return GateOutput(hidden, choice, gate)
+
+    def residual(self, layer: str, g: GateOutput) -> Tensor:
+        """``s · H Down_l Up_l`` for one layer, with each token's chosen concept: (B, T, d_l)."""
+        down, up = self.down[layer], self.up[layer]
+        if g.per_item is not None:
+            return self.spec.scale * ((g.hidden @ down[g.per_item]) @ up[g.per_item])
+        if self.num_concepts == 1:
+            return self.spec.scale * ((g.hidden @ down[0]) @ up[0])
+        low = torch.einsum("btd,ndk->btnk", g.hidden, down)
+        low = torch.gather(low, 2, g.choice[..., None, None].expand(-1, -1, 1, low.shape[-1])).squeeze(2)
+        return self.spec.scale * torch.einsum("btk,btkd->btd", low, up[g.choice])
+
+    def residuals(self, g: GateOutput, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Residuals of many layers; the down maps of all layers run as one matmul per concept pattern."""
+        names = list(layers) if layers is not None else self.layers
+        if g.per_item is None and self.num_concepts > 1:
+            return {name: self.residual(name, g) for name in names}
+        down = torch.cat([self.down[name] for name in names], dim=-1)  # (N, D, L·k)
+        low = g.hidden @ (down[g.per_item] if g.per_item is not None else down[0])  # (B, T, L·k)
+        k = self.spec.lora_rank
+        out = {}
+        for i, name in enumerate(names):
+            up = self.up[name][g.per_item] if g.per_item is not None else self.up[name][0]
+            out[name] = self.spec.scale * (low[..., i * k : (i + 1) * k] @ up)
+        return out
+
+    def forward(self, x: Tensor, concept: Tensor | None = None) -> dict[str, Tensor]:
+        return self.residuals(self.gate(x, concept))
+
+    def concept_parameters(self, index: int) -> dict[str, Tensor]:
+        """Concept ``index``'s tensors, each with a concept axis of size 1 (the gate-file layout)."""
+        tensors = {
+            "w_query": self.w_query[index : index + 1],
+            "w_key": self.w_key[index : index + 1],
+            "gate_vector": self.gate_vector[index : index + 1],
+        }
+        for name in self.layers:
+            tensors[f"{name}.down"] = self.down[name][index : index + 1]
+            tensors[f"{name}.up"] = self.up[name][index : index + 1]
+        return {key: value.detach() for key, value in tensors.items()}
+
+    @torch.no_grad()
+    def load_concept(self, index: int, tensors: dict[str, Tensor]) -> None:
+        """Copy one concept's tensors (layout of :meth:`concept_parameters`) into slot ``index``."""
+        self.w_query[index].copy_(tensors["w_query"][0])
+        self.w_key[index].copy_(tensors["w_key"][0])
+        self.gate_vector[index].copy_(tensors["gate_vector"][0])
+        for name in self.layers:
+            self.down[name][index].copy_(tensors[f"{name}.down"][0])
+            self.up[name][index].copy_(tensors[f"{name}.up"][0])
