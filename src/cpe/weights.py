@@ -223,17 +223,16 @@ def gate_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _check_compatible(first: GateFileInfo, other: GateFileInfo) -> None:
+def _check_compatible(first: GateFileInfo, other: GateFileInfo, pad_ranks: bool) -> None:
     a, b = first.spec, other.spec
-    for label, x, y in (
-        ("text width D", a.embed_dim, b.embed_dim),
-        ("gate rank r", a.gate_rank, b.gate_rank),
-        ("low rank k", a.lora_rank, b.lora_rank),
-        ("alpha", a.alpha, b.alpha),
-        ("key mode", a.key_mode, b.key_mode),
-    ):
+    checks = [("text width D", a.embed_dim, b.embed_dim), ("key mode", a.key_mode, b.key_mode)]
+    if not pad_ranks:
+        checks += [("gate rank r", a.gate_rank, b.gate_rank), ("low rank k", a.lora_rank, b.lora_rank),
+                   ("alpha", a.alpha, b.alpha)]
+    for label, x, y in checks:
         if x != y:
-            raise GateFileError(f"{other.path}: {label} {y} differs from {x} of {first.path}; cannot merge")
+            hint = " (pad_ranks merges different r, k, alpha exactly)" if label in ("gate rank r", "low rank k") else ""
+            raise GateFileError(f"{other.path}: {label} {y} differs from {x} of {first.path}; cannot merge{hint}")
     for name, dim in a.layer_dims.items():
         if name not in b.layer_dims:
             raise GateFileError(f"{other.path}: missing layer {name} that {first.path} has")
@@ -246,21 +245,47 @@ def _check_compatible(first: GateFileInfo, other: GateFileInfo) -> None:
         raise GateFileError(f"{other.path}: has layer {extra[0]} that {first.path} lacks")
 
 
-def load_erasers(paths: Sequence[str | Path], key_mode: str | None = None) -> tuple[ResAG, list[GateFileInfo]]:
+def _pad(tensors: dict[str, Tensor], spec: ResAGSpec, gate_rank: int, lora_rank: int) -> dict[str, Tensor]:
+    """Zero-pad one concept to ranks (r, k) and fold its scale α/k into Up: the same residuals exactly.
+
+    Extra gate columns add nothing to the logits (Q Kᵀ), extra Down columns meet zero Up rows.
+    """
+    def pad_last(t: Tensor, size: int) -> Tensor:
+        return torch.nn.functional.pad(t, (0, size - t.shape[-1]))
+
+    out = {key: pad_last(tensors[key], gate_rank) for key in ("w_query", "w_key")}
+    out["gate_vector"] = tensors["gate_vector"]
+    for name in spec.layer_dims:
+        out[f"{name}.down"] = pad_last(tensors[f"{name}.down"], lora_rank)
+        up = tensors[f"{name}.up"] * spec.scale
+        out[f"{name}.up"] = torch.nn.functional.pad(up, (0, 0, 0, lora_rank - up.shape[1]))
+    return out
+
+
+def load_erasers(
+    paths: Sequence[str | Path], key_mode: str | None = None, pad_ranks: bool = False
+) -> tuple[ResAG, list[GateFileInfo]]:
     """Load gate files and folders into one ResAG with one concept slot per file (method.md §4.1).
 
     ``key_mode`` overrides the files' gate key mode (e.g. to study the paper's separate-key variant).
+    ``pad_ranks`` merges files of different r, k or α (e.g. celebrities with explicit content) by exact
+    zero-padding; otherwise such files are an error, as in the reference.
     """
     files = gate_files(paths)
     loaded = [read_gate_file(path) for path in files]
     infos = [info for _, info in loaded]
     for info in infos[1:]:
-        _check_compatible(infos[0], info)
+        _check_compatible(infos[0], info, pad_ranks)
     spec = infos[0].spec
+    tensors_list = [tensors for tensors, _ in loaded]
+    if pad_ranks:
+        r, k = max(i.spec.gate_rank for i in infos), max(i.spec.lora_rank for i in infos)
+        tensors_list = [_pad(t, i.spec, r, k) for t, i in zip(tensors_list, infos, strict=True)]
+        spec = ResAGSpec(spec.embed_dim, spec.layer_dims, r, k, float(k), spec.key_mode)  # scale α/k = 1
     if key_mode is not None and key_mode != spec.key_mode:
         spec = ResAGSpec(spec.embed_dim, spec.layer_dims, spec.gate_rank, spec.lora_rank, spec.alpha, key_mode)
     resag = ResAG(spec, num_concepts=len(loaded))
-    for index, (tensors, _) in enumerate(loaded):
+    for index, tensors in enumerate(tensors_list):
         resag.load_concept(index, tensors)
     resag.sources = [str(path) for path in files]
     return resag.requires_grad_(False).eval(), infos
