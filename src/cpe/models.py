@@ -6,6 +6,8 @@ project builds for tests and the offline demo (a local folder instead of a hub i
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import torch
@@ -88,3 +90,58 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids.to(text_encoder.device)
     return text_encoder(ids)[0]
+
+
+CROSS_ATTENTION_KEY = re.compile(r"^(?P<module>.+\.attn2)\.(?P<part>to_q|to_k|to_v|to_out\.0)\.weight$")
+
+
+def _unet_weight_files(model: str) -> list[Path]:
+    """The UNet's safetensors file(s) in a local pipeline folder or a hub snapshot (fp32 before fp16)."""
+    check_model_source(model)
+    names = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
+    local = Path(model).expanduser()
+    if local.is_dir():
+        folder = local / "unet"
+    else:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model, allow_patterns=["unet/diffusion_pytorch_model.safetensors*"])) / "unet"
+        if not any(folder.glob("*.safetensors")):
+            snapshot_download(model, allow_patterns=["unet/diffusion_pytorch_model.fp16.safetensors*"])
+    for name in names:
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [folder / shard for shard in shards]
+        if (folder / name).is_file():
+            return [folder / name]
+    raise FileNotFoundError(f"no UNet safetensors file under {folder}")
+
+
+def load_cross_attention_weights(
+    model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Only the cross-attention weights of the UNet, without building it: module path -> to_q/to_k/to_v/to_out.
+
+    Reads just those tensors from the UNet's safetensors file(s) (sharded or not, fp32 or fp16 variant).
+    """
+    from safetensors import safe_open
+
+    found: dict[str, dict[str, torch.Tensor]] = {}
+    for file in _unet_weight_files(model):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                match = CROSS_ATTENTION_KEY.match(key)
+                if match:
+                    part = match["part"].removesuffix(".0")
+                    tensor = f.get_tensor(key).to(device=device, dtype=resolve_dtype(dtype))
+                    found.setdefault(match["module"], {})[part] = tensor
+    incomplete = [m for m, parts in found.items() if len(parts) != 4]
+    if not found or incomplete:
+        raise ValueError(f"{model}: UNet cross-attention weights incomplete ({incomplete[:1] or 'none found'})")
+    return {module: found[module] for module in sorted(found, key=_natural_key)}
+
+
+def _natural_key(text: str) -> list:
+    """Module paths in UNet order (down, mid, up; numbers compared as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

@@ -1,0 +1,108 @@
+"""Training prompts: concept lists, templates with an explicit placeholder, erase pairs (method.md §2.2)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One concept to erase: its target string, the neutral it is mapped to, its guidance g."""
+
+    target: str
+    neutral: str
+    guidance: float
+
+    @property
+    def folder(self) -> str:
+        """Output folder name: lower-case target, spaces -> underscores (non-ASCII kept)."""
+        return self.target.strip().lower().replace(" ", "_")
+
+
+def read_csv_column(path: str | Path, column: str) -> list[str]:
+    """The stripped, non-empty values of one CSV column, in file order (duplicates kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file does not exist: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: no column {column!r} (columns: {reader.fieldnames})")
+        return [row[column].strip() for row in reader if (row[column] or "").strip()]
+
+
+def unique(values: list[str]) -> list[str]:
+    """Distinct values, first occurrence order."""
+    return list(dict.fromkeys(values))
+
+
+def load_concepts(path: str | Path, default_neutral: str, default_guidance: float) -> list[Concept]:
+    """A YAML list of ``{target, neutral?, guidance?}`` (or bare strings) -> concepts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"concept list does not exist: {path}")
+    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty YAML list of concepts")
+    concepts = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            entry = {"target": entry}
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: entry {i} is not a mapping or a string")
+        unknown = sorted(set(entry) - {"target", "neutral", "guidance"})
+        if unknown:
+            raise ValueError(f"{path}: entry {i} has unknown key {unknown[0]!r} (allowed: target, neutral, guidance)")
+        target = str(entry.get("target") or "").strip()
+        if not target:
+            raise ValueError(f"{path}: entry {i} has no target")
+        neutral = str(entry.get("neutral", default_neutral))
+        try:
+            guidance = float(entry.get("guidance", default_guidance))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: entry {i} ({target}) has a non-numeric guidance") from None
+        concepts.append(Concept(target, neutral, guidance))
+    folders = [c.folder for c in concepts]
+    duplicate = next((f for f in folders if folders.count(f) > 1), None)
+    if duplicate:
+        raise ValueError(f"{path}: concept {duplicate!r} is listed twice")
+    return concepts
+
+
+def load_templates(
+    path: str | Path, column: str, placeholder: str, template_word: str | None = None, include_bare: bool = True
+) -> list[str]:
+    """Templates that all contain ``placeholder``; ``template_word`` converts legacy whole-word templates."""
+    templates = read_csv_column(path, column)
+    if not templates:
+        raise ValueError(f"{path}: no templates in column {column!r}")
+    if template_word:
+        pattern = re.compile(rf"\b{re.escape(template_word)}\b")
+        templates = [pattern.sub(lambda _: placeholder, t) for t in templates]
+    for row, template in enumerate(templates, start=1):
+        if placeholder not in template:
+            raise ValueError(f"{path}: template {row} {template!r} has no placeholder {placeholder}")
+    if include_bare and placeholder not in templates:
+        templates.append(placeholder)
+    return templates
+
+
+def fill(template: str, placeholder: str, text: str) -> str:
+    """Put ``text`` where the placeholder stands (the placeholder is an explicit token, never a word)."""
+    return template.replace(placeholder, text)
+
+
+def erase_pairs(concept: Concept, templates: list[str], placeholder: str) -> list[tuple[str, str]]:
+    """(target prompt, neutral prompt) per template."""
+    return [(fill(t, placeholder, concept.target), fill(t, placeholder, concept.neutral)) for t in templates]
+
+
+def misaligned_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Pairs whose target and neutral tokenize to different lengths (keys/values then shift, method.md §2.2)."""
+    lengths = [len(tokenizer(text).input_ids) for pair in pairs for text in pair]
+    return [pair for pair, a, b in zip(pairs, lengths[::2], lengths[1::2], strict=True) if a != b]
