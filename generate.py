@@ -1,0 +1,53 @@
+"""Generate images from a prompt CSV with the original model or with any set of merged erasers.
+
+    python generate.py --config configs/celebs/gen/erased.yaml --erasers output/celebs/<experiment>
+    accelerate launch generate.py --config ...        # rows split across processes / GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cpe.gen_config import load_gen_config
+from cpe.models import DEFAULT_MODEL
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="generation config YAML (configs/<domain>/gen/<subset>.yaml)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="base model: hub id or local pipeline folder")
+    p.add_argument("--erasers", action="append", default=[], metavar="PATH",
+                   help="gate file or folder of gate files (repeatable); none = the original model")
+    p.add_argument("--experiment", "--save_env", dest="experiment",
+                   help="output folder name under save_root (default: the erasers' experiment folder, or 'original')")
+    p.add_argument("--grid", action="store_true", help="one labelled PNG per prompt: original vs erased, same seed")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the accelerate process's device)")
+    overrides = p.add_argument_group("config overrides")
+    overrides.add_argument("--data_dir", help="folder of the prompt CSVs (relative prompt_path values)")
+    overrides.add_argument("--save_root")
+    overrides.add_argument("--batch_size", type=int)
+    overrides.add_argument("--first_row", "--st_prompt_idx", dest="first_row", type=int, help="first CSV row (0-based)")
+    overrides.add_argument("--last_row", "--end_prompt_idx", dest="last_row", type=int, help="last CSV row (inclusive)")
+    overrides.add_argument("--num_inference_steps", type=int)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    keys = ("data_dir", "save_root", "batch_size", "first_row", "last_row", "num_inference_steps")
+    try:
+        cfg = load_gen_config(args.config, {key: getattr(args, key) for key in keys})
+        from cpe.generation import describe, run_generation
+
+        summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
+                                 config_path=args.config, grid=args.grid, device=args.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(describe(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

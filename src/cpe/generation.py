@@ -1,0 +1,300 @@
+"""Prompt CSV -> images with any set of merged erasers, a manifest, resume, grids, many processes.
+
+Output: ``<save_root>/<experiment>/<subset>/<row>_<slug of prompt>_<seed>_<i>.png`` plus ``manifest.jsonl``
+(schema in :mod:`cpe.manifest`); ``<experiment>`` is "original" without erasers. Every row's initial
+latents come from its own ``torch.Generator`` seeded with ``evaluation_seed`` (``generate_num`` images
+drawn at once, like the reference), so an image depends neither on the batch size nor on the process
+that made it. Under ``accelerate launch`` rows are split into contiguous shards, one per process, and
+the main process writes the merged manifest at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from PIL import Image
+from tqdm.auto import tqdm
+
+from cpe.gen_config import GenerationConfig
+from cpe.grid import compare_grid
+from cpe.io_utils import atomic_write, atomic_write_jsonl, read_jsonl
+from cpe.manifest import MANIFEST_NAME, read_manifest
+from cpe.models import load_pipeline, resolve_device
+from cpe.prompt_csv import PromptRow, read_prompt_csv
+from cpe.weights import GateFileInfo, load_erasers
+
+ORIGINAL = "original"
+LOG_NAME = "generation_log.jsonl"
+GRID_FOLDER = "grids"
+SLUG_MAX_CHARS = 80
+_UNSAFE = re.compile(r"[^\w\-.,'&()+]+")  # \w is Unicode-aware: accented names stay readable
+
+
+def slugify(text: str, max_chars: int = SLUG_MAX_CHARS) -> str:
+    """A file-name-safe form of a prompt: runs of spaces/symbols -> ``_``; no ``/``, ``\\``, ``:``, ``*``..."""
+    slug = _UNSAFE.sub("_", unicodedata.normalize("NFC", text)).strip("_.")
+    return slug[:max_chars].rstrip("_.") or "prompt"
+
+
+def image_name(row: PromptRow, index: int) -> str:
+    return f"{row.row}_{slugify(row.prompt)}_{row.seed}_{index}.png"
+
+
+def grid_name(row: PromptRow) -> str:
+    return f"{row.row}_{slugify(row.prompt)}_{row.seed}.png"
+
+
+def experiment_name(infos: Sequence[GateFileInfo]) -> str:
+    """The erasers' experiment folder (``<experiment>/<concept>/<file>``); several are joined with ``+``."""
+    if not infos:
+        return ORIGINAL
+    return "+".join(sorted({Path(info.path).resolve().parent.parent.name for info in infos}))
+
+
+@dataclass
+class GenerationSummary:
+    out_dir: Path
+    rows: int  # prompt rows in the range (non-empty prompts)
+    skipped_empty: int  # rows with an empty prompt
+    skipped_existing: int  # rows whose images were already there (all processes)
+    generated: int  # images (or grids) written, all processes together
+    seconds: float
+
+
+class Generator:
+    """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
+
+    def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
+                 device: str | torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.infos: list[GateFileInfo] = []
+        resag = None
+        if erasers:
+            resag, self.infos = load_erasers(list(erasers))
+            if cfg.gate_rank is not None and resag.spec.gate_rank != cfg.gate_rank:
+                raise ValueError(
+                    f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
+                    f"config says gate_rank {cfg.gate_rank}"
+                )
+        self.pipe = load_pipeline(model, device=resolve_device(device), dtype=cfg.dtype)
+        if cfg.scheduler:
+            self.pipe.scheduler = _scheduler(cfg.scheduler, self.pipe.scheduler.config)
+        self.network = None
+        if resag is not None:
+            from cpe.network import CPENetwork
+
+            self.network = CPENetwork(resag)
+            try:
+                self.network.attach(self.pipe.unet)
+            except ValueError as e:
+                raise ValueError(f"erasers do not fit model {model}: {e}") from None
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    def eraser_records(self) -> list[dict]:
+        return [{"name": info.name, "sha256": info.sha256} for info in self.infos]
+
+    def guidance(self, row: PromptRow) -> float:
+        return self.cfg.guidance_scale if row.guidance is None else row.guidance
+
+    def _latents(self, rows: Sequence[PromptRow]) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Each row's ``generate_num`` initial latents drawn at once from a generator seeded with its seed."""
+        n = self.cfg.generate_num
+        factor = self.pipe.vae_scale_factor
+        shape = (n, self.pipe.unet.config.in_channels, self.cfg.height // factor, self.cfg.width // factor)
+        latents, generators = [], []
+        for row in rows:
+            generator = torch.Generator(device=self.device).manual_seed(row.seed)
+            latents.append(torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32))
+            generators.extend([generator] * n)  # later random draws (ancestral schedulers) stay per row
+        return torch.cat(latents).to(self.pipe.unet.dtype), generators
+
+    @torch.no_grad()
+    def images(self, rows: Sequence[PromptRow]) -> list[list[Image.Image]]:
+        """``generate_num`` images per row; all rows must share one guidance scale."""
+        guidance = {self.guidance(row) for row in rows}
+        if len(guidance) != 1:
+            raise ValueError(f"one pipeline call needs one guidance scale, got {sorted(guidance)}")
+        latents, generators = self._latents(rows)
+        if self.network is not None:
+            self.network.clear_cache()
+        out = self.pipe(
+            prompt=[row.prompt + self.cfg.unconditional_prompt for row in rows],
+            negative_prompt=[self.cfg.negative_prompt] * len(rows),
+            height=self.cfg.height,
+            width=self.cfg.width,
+            num_inference_steps=self.cfg.num_inference_steps,
+            guidance_scale=guidance.pop(),
+            num_images_per_prompt=self.cfg.generate_num,
+            latents=latents,
+            generator=generators,
+        ).images
+        n = self.cfg.generate_num
+        return [out[i * n : (i + 1) * n] for i in range(len(rows))]
+
+    def grid(self, row: PromptRow) -> Image.Image:
+        """Original model and erased model side by side (same seed), labelled."""
+        if self.network is None:
+            raise ValueError("grid mode compares the original with the erased model: pass --erasers")
+        self.network.enabled = False
+        try:
+            original = self.images([row])[0]
+        finally:
+            self.network.enabled = True
+        erased = self.images([row])[0]
+        names = ", ".join(info.name for info in self.infos)
+        label = f"erased ({len(self.infos)}): {names}"
+        return compare_grid([original, erased], ["original", label], f"{row.row}: {row.prompt} (seed {row.seed})")
+
+
+def _scheduler(name: str, config: dict):
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        raise ValueError(f"unknown scheduler {name!r}: not a diffusers scheduler class (e.g. DDIMScheduler)")
+    return cls.from_config(config)
+
+
+def batches(rows: Sequence[PromptRow], size: int, guidance) -> Iterator[list[PromptRow]]:
+    """Consecutive rows, at most ``size`` per batch, a new batch whenever the guidance scale changes."""
+    batch: list[PromptRow] = []
+    for row in rows:
+        if batch and (len(batch) == size or guidance(row) != guidance(batch[0])):
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch
+
+
+def shard(rows: Sequence[PromptRow], index: int, count: int) -> list[PromptRow]:
+    """Process ``index`` of ``count``'s contiguous share of ``rows`` (no overlap, no gap; sizes differ by <= 1)."""
+    base, rest = divmod(len(rows), count)
+    start = index * base + min(index, rest)
+    return list(rows[start : start + base + (index < rest)])
+
+
+def _record(row: PromptRow, index: int, gen: Generator, config_path: str) -> dict:
+    return {
+        "file": image_name(row, index),
+        "row": row.row,
+        "prompt": row.prompt,
+        "seed": row.seed,
+        "image_index": index,
+        "guidance": gen.guidance(row),
+        "erasers": gen.eraser_records(),
+        "model": gen.model,
+        "config": {"path": config_path, **gen.cfg.image_settings()},
+        "extra": row.extra,
+    }
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def _merged_manifest(out_dir: Path, rows: Sequence[PromptRow], gen: Generator, config_path: str,
+                     old: dict[str, dict], existed: set[str]) -> list[dict]:
+    """Old records of images kept from earlier runs, new records for the images of this run."""
+    merged = dict(old)
+    for row in rows:
+        for i in range(gen.cfg.generate_num):
+            name = image_name(row, i)
+            if not (out_dir / name).is_file():
+                continue
+            if name not in existed or name not in old:
+                merged[name] = _record(row, i, gen, config_path)
+    return sorted(merged.values(), key=lambda r: (r["row"], r["image_index"], r["file"]))
+
+
+def run_generation(
+    cfg: GenerationConfig,
+    model: str,
+    erasers: Sequence[str | Path] = (),
+    *,
+    experiment: str | None = None,
+    config_path: str = "",
+    grid: bool = False,
+    device: str | None = None,
+) -> GenerationSummary:
+    """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first."""
+    start = time.perf_counter()
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
+    table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
+    gen = Generator(cfg, model, erasers, device=device or state.device)
+    out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
+    targets = out_dir / GRID_FOLDER if grid else out_dir
+    old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
+
+    def done(row: PromptRow) -> bool:
+        if grid:
+            return (targets / grid_name(row)).is_file()
+        return all((out_dir / image_name(row, i)).is_file() for i in range(cfg.generate_num))
+
+    names = (image_name(r, i) for r in table.rows for i in range(cfg.generate_num))
+    existed = {name for name in names if (out_dir / name).is_file()}
+    skipped_existing = sum(done(r) for r in table.rows)
+    state.wait_for_everyone()  # every process has looked at the folder before any writes
+    pending = [row for row in shard(table.rows, state.process_index, state.num_processes) if not done(row)]
+    generated = 0
+    with tqdm(total=len(pending), desc=f"{cfg.subset} [{state.process_index}]", unit="row",
+              disable=not state.is_local_main_process) as progress:
+        if grid:
+            for row in pending:
+                _save_png(gen.grid(row), targets / grid_name(row))
+                generated += 1
+                progress.update(1)
+        else:
+            for batch in batches(pending, cfg.batch_size, gen.guidance):
+                for row, images in zip(batch, gen.images(batch), strict=True):
+                    for i, image in enumerate(images):
+                        _save_png(image, out_dir / image_name(row, i))
+                        generated += 1
+                progress.update(len(batch))
+    generated = sum(gather_object([generated]))  # waits for every process
+    seconds = time.perf_counter() - start
+    summary = GenerationSummary(out_dir, len(table.rows), table.skipped_empty, skipped_existing, generated, seconds)
+    if state.is_main_process and not grid:
+        records = _merged_manifest(out_dir, table.rows, gen, config_path, old, existed)
+        atomic_write_jsonl(out_dir / MANIFEST_NAME, records)
+        _append_log(out_dir, summary, gen, config_path, state.num_processes)
+    return summary
+
+
+def _append_log(out_dir: Path, summary: GenerationSummary, gen: Generator, config_path: str, processes: int) -> None:
+    path = out_dir / LOG_NAME
+    records = read_jsonl(path) if path.is_file() else []
+    records.append({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": config_path,
+        "model": gen.model,
+        "erasers": gen.eraser_records(),
+        "rows": summary.rows,
+        "skipped_empty": summary.skipped_empty,
+        "skipped_existing": summary.skipped_existing,
+        "generated": summary.generated,
+        "processes": processes,
+        "seconds": round(summary.seconds, 3),
+    })
+    atomic_write_jsonl(path, records)
+
+
+def describe(summary: GenerationSummary) -> str:
+    return json.dumps({
+        "out_dir": str(summary.out_dir), "rows": summary.rows, "skipped_empty": summary.skipped_empty,
+        "skipped_existing": summary.skipped_existing, "generated": summary.generated,
+        "seconds": round(summary.seconds, 1),
+    })

@@ -1,0 +1,84 @@
+"""Evaluation prompt CSVs (method.md §6.4): ``prompt``, ``evaluation_seed``, optional ``evaluation_guidance``.
+
+Every other column (``case_number``, ``type``, ``artist``, ...) is carried through as ``extra``; the unnamed
+pandas index column some CSVs start with is carried as ``index``. Rows with an empty prompt are skipped and
+counted (I2P has one).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED_COLUMNS = ("prompt", "evaluation_seed")
+GUIDANCE_COLUMN = "evaluation_guidance"
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    row: int  # 0-based position among the CSV's data rows
+    prompt: str
+    seed: int
+    guidance: float | None  # the row's evaluation_guidance, None when the CSV has no such column/value
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PromptTable:
+    path: Path
+    rows: list[PromptRow]
+    skipped_empty: int  # rows inside the range whose prompt was empty
+    total_rows: int  # data rows in the whole file
+
+
+def _read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt CSV does not exist: {path}")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            records = [(reader.line_num, record) for record in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"prompt CSV {path} is not a readable UTF-8 CSV file ({type(e).__name__}: {e})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"prompt CSV {path} lacks column {missing[0]!r} (columns: {', '.join(header) or 'none'})")
+    return header, records
+
+
+def _number(value: str, kind: type, column: str, path: Path, line: int) -> int | float:
+    try:
+        return kind(float(value)) if kind is int and "." in value else kind(value)
+    except ValueError:
+        raise ValueError(f"{path}:{line}: column {column!r} value {value!r} is not a {kind.__name__}") from None
+
+
+def read_prompt_csv(path: str | Path, first_row: int | None = None, last_row: int | None = None) -> PromptTable:
+    """Read rows ``first_row..last_row`` (inclusive, 0-based, ``None`` = open end) of a prompt CSV."""
+    path = Path(path)
+    header, records = _read_records(path)
+    first = first_row or 0
+    last = len(records) - 1 if last_row is None else min(last_row, len(records) - 1)
+    if records and first >= len(records):
+        raise ValueError(f"prompt CSV {path} has {len(records)} rows; first_row {first} is past its end")
+    rows, skipped = [], 0
+    for position in range(first, last + 1):
+        line, record = records[position]
+        if None in record:
+            raise ValueError(f"{path}:{line}: more fields than the header's {len(header)} columns")
+        prompt = (record["prompt"] or "").strip()
+        if not prompt:
+            skipped += 1
+            continue
+        seed = _number((record["evaluation_seed"] or "").strip(), int, "evaluation_seed", path, line)
+        raw_guidance = (record.get(GUIDANCE_COLUMN) or "").strip()
+        guidance = _number(raw_guidance, float, GUIDANCE_COLUMN, path, line) if raw_guidance else None
+        extra = {
+            (name or "index"): value or ""
+            for name, value in record.items()
+            if name not in (*REQUIRED_COLUMNS, GUIDANCE_COLUMN)
+        }
+        rows.append(PromptRow(position, record["prompt"], int(seed), guidance, extra))
+    return PromptTable(path, rows, skipped, len(records))
