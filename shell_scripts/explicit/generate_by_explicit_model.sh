@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Generate the evaluation images of the explicit-content-erasure model (method.md §4.4, §5.1).
+# Choose the prompt set with GEN_CONFIG (default: the first one):
+#   GEN_CONFIG=configs/explicit/gen/i2p.yaml         # all 4,703 I2P prompts with their seeds and guidance scales
+#   GEN_CONFIG=configs/explicit/gen/coco_30k.yaml    # 30,000 COCO captions
+# Every variable can be set from the environment, e.g.
+#   GEN_CONFIG=configs/explicit/gen/coco_30k.yaml bash shell_scripts/explicit/generate_by_explicit_model.sh
+#   ERASERS= bash ...            # the original model (the KID/FID reference) -> <save_root>/original/<subset>
+#   GRID=1 ST_IDX=0 END_IDX=9 bash ...   # labelled original-vs-erased PNGs for rows 0..9 (in <subset>/grids)
+#   DATA_DIR=../shared/data/reference/generation_prompts bash ...   # where the prompt CSVs are
+#   LAUNCH="accelerate launch --num_processes 4" bash ...          # rows split across 4 GPUs
+# Extra arguments are passed to generate.py (e.g. --batch_size 8 --device cuda:1).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+GEN_CONFIG=${GEN_CONFIG:-configs/explicit/gen/i2p.yaml}
+MODEL=${MODEL:-CompVis/stable-diffusion-v1-4}   # hub id or local pipeline folder
+GUIDE=${GUIDE:-3.0}
+PAL=${PAL:-10000.0}
+GATE_RANK=${GATE_RANK:-64}
+NOISE=${NOISE:-0.001}
+ERASERS=${ERASERS-output/explicit/explicit_single_guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
+SAVE_ENV=${SAVE_ENV:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
+DATA_DIR=${DATA_DIR:-}
+ST_IDX=${ST_IDX:-}
+END_IDX=${END_IDX:-}        # inclusive
+GRID=${GRID:-0}
+LAUNCH=${LAUNCH:-python}
+
+if [ ! -f "$GEN_CONFIG" ]; then
+    echo "error: GEN_CONFIG does not exist: $GEN_CONFIG" >&2
+    exit 2
+fi
+args=(--config "$GEN_CONFIG" --model "$MODEL")
+if [ -n "$ERASERS" ]; then args+=(--erasers "$ERASERS" --save_env "$SAVE_ENV"); fi
+if [ -n "$DATA_DIR" ]; then args+=(--data_dir "$DATA_DIR"); fi
+if [ -n "$ST_IDX" ]; then args+=(--first_row "$ST_IDX"); fi
+if [ -n "$END_IDX" ]; then args+=(--last_row "$END_IDX"); fi
+if [ "$GRID" = 1 ]; then args+=(--grid); fi
+
+$LAUNCH generate.py "${args[@]}" "$@"
