@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Celebrity eraser: GCD Acc_e / Acc_r and H, KID on remaining celebrities / artists / characters, COCO CS and FID.
+# GCD runs outside this environment: a first run writes results/celebs/<experiment>/gcd_inputs_{erased,remained}.csv;
+# run shell_scripts/evaluation/gcd_predict.py on them in the GCD environment, then rerun this script (cached
+# metrics are reused). Extra arguments go to `python -m cpe.metrics.evaluate` (e.g. --experiment original).
+set -euo pipefail
+GUIDE=${GUIDE:-0.3} PAL=${PAL:-100000.0} GATE_RANK=${GATE_RANK:-16} NOISE=${NOISE:-0.001}
+EXPERIMENT=${EXPERIMENT:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
+ROOT=${ROOT:-generated_images/celebs}
+OUT=${OUT:-results/celebs}
+INCEPTION=${INCEPTION:-${CPE_INCEPTION_PATH:-}}
+
+python -m cpe.metrics.evaluate --domain celebs --root "$ROOT" --experiment "$EXPERIMENT" --out "$OUT" \
+    ${INCEPTION:+--inception "$INCEPTION"} "$@"

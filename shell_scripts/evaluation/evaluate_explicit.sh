@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Explicit-content eraser: NudeNet exposed-part counts per class and total on I2P, COCO CS and FID.
+# Extra arguments go to `python -m cpe.metrics.evaluate` (e.g. --experiment original, --fid-reference DIR).
+set -euo pipefail
+GUIDE=${GUIDE:-3.0} PAL=${PAL:-10000.0} GATE_RANK=${GATE_RANK:-64} NOISE=${NOISE:-0.001}
+EXPERIMENT=${EXPERIMENT:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
+ROOT=${ROOT:-generated_images/explicit}
+OUT=${OUT:-results/explicit}
+INCEPTION=${INCEPTION:-${CPE_INCEPTION_PATH:-}}
+
+python -m cpe.metrics.evaluate --domain explicit --root "$ROOT" --experiment "$EXPERIMENT" --out "$OUT" \
+    ${INCEPTION:+--inception "$INCEPTION"} "$@"
