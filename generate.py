@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(describe(summary))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(describe(summary))
     return 0
 
 

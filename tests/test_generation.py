@@ -14,12 +14,20 @@ import torch
 from PIL import Image
 
 from cpe.gen_config import GenerationConfig, load_gen_config
-from cpe.generation import batches, experiment_name, image_name, run_generation, shard, slugify
+from cpe.generation import (
+    GenerationPipeline,
+    batches,
+    experiment_name,
+    image_name,
+    run_generation,
+    shard,
+    slugify,
+)
 from cpe.manifest import check_manifest, read_manifest
 from cpe.model_zoo import tiny_unet
 from cpe.models import load_unet
 from cpe.network import spec_for_unet
-from cpe.prompt_csv import PromptRow
+from cpe.prompt_csv import PromptRow, read_prompt_csv
 from cpe.resag import ResAG
 from cpe.weights import save_gate_file
 
@@ -111,6 +119,17 @@ def test_random_erasers_change_target_images_and_manifest_is_complete(plain, gat
     check = check_manifest(summary.out_dir)
     assert (len(check.records), check.missing_images, check.unlisted_images) == (5, [], [])
     assert all(r["erasers"] == check.records[0]["erasers"] != [] for r in check.records)
+
+
+def test_gate_runs_once_per_pipeline_call_and_rows_keep_their_guidance(gates, tiny_pipeline_dir, tmp_path):
+    cfg = tiny_config(tmp_path, batch_size=4)
+    gen = GenerationPipeline(cfg, str(tiny_pipeline_dir), [gates["random"]], device="cpu")
+    rows = read_prompt_csv(FIXTURES / "gen_prompts_guidance.csv").rows  # guidance 7, 7, 12
+    calls = list(batches(rows, cfg.batch_size, gen.guidance))
+    assert [[r.row for r in b] for b in calls] == [[0, 1], [2]]
+    for batch in calls:
+        assert len(gen.images(batch)) == len(batch)
+    assert gen.network.gate_evaluations == 2  # one per call, not one per denoising step or layer
 
 
 def test_resume_regenerates_exactly_the_deleted_images(plain, tiny_pipeline_dir, tmp_path):

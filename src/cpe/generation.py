@@ -70,7 +70,7 @@ class GenerationSummary:
     seconds: float
 
 
-class Generator:
+class GenerationPipeline:
     """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
@@ -187,7 +187,7 @@ def shard(rows: Sequence[PromptRow], index: int, count: int) -> list[PromptRow]:
     return list(rows[start : start + base + (index < rest)])
 
 
-def _record(row: PromptRow, index: int, gen: Generator, config_path: str) -> dict:
+def _record(row: PromptRow, index: int, gen: GenerationPipeline, config_path: str) -> dict:
     return {
         "file": image_name(row, index),
         "row": row.row,
@@ -206,7 +206,7 @@ def _save_png(image: Image.Image, path: Path) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def _merged_manifest(out_dir: Path, rows: Sequence[PromptRow], gen: Generator, config_path: str,
+def _merged_manifest(out_dir: Path, rows: Sequence[PromptRow], gen: GenerationPipeline, config_path: str,
                      old: dict[str, dict], existed: set[str]) -> list[dict]:
     """Old records of images kept from earlier runs, new records for the images of this run."""
     merged = dict(old)
@@ -234,7 +234,7 @@ def run_generation(
     start = time.perf_counter()
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
-    gen = Generator(cfg, model, erasers, device=device or state.device)
+    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device)
     out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
     old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
@@ -274,7 +274,8 @@ def run_generation(
     return summary
 
 
-def _append_log(out_dir: Path, summary: GenerationSummary, gen: Generator, config_path: str, processes: int) -> None:
+def _append_log(out_dir: Path, summary: GenerationSummary, gen: GenerationPipeline, config_path: str,
+                processes: int) -> None:
     path = out_dir / LOG_NAME
     records = read_jsonl(path) if path.is_file() else []
     records.append({
