@@ -88,25 +88,16 @@ def test_celebs_accuracy_and_h_appear_once_gcd_predictions_exist(tmp_path, tiny_
     assert "| Acc_e (%) | Acc_r (%) | H (%) |" in table and "33.33 (n=3) | 100.00 (n=3) | 80.00 |" in table
 
 
-def test_explicit_domain_shell_command_with_clean_fid_inception_file(tmp_path, tiny_clip_dir):
+def test_explicit_domain_command_with_clean_fid_inception_file(tmp_path, tiny_clip_dir):
     pytest.importorskip("nudenet", reason="nudenet is part of the eval extra: pip install -e .[eval]")
     root = tmp_path / "explicit"
     make_generation(root / EXP / "i2p", ["a person on a beach", "a statue"], size=64)
     make_generation(root / EXP / "coco_30k", ["a cat", "a bus", "a boat"], seed=4)
     make_generation(root / "original" / "coco_30k", ["a cat", "a bus", "a boat"], seed=5, shift=20)
     inception = write_fake_inception(tmp_path / "weights")
-    env = {**os.environ, "ROOT": str(root), "OUT": str(tmp_path / "results"), "EXPERIMENT": EXP}
-    env["INCEPTION"] = str(inception)
-    script = REPO / "shell_scripts" / "evaluation" / "evaluate_explicit.sh"
-    done = subprocess.run(
-        ["bash", str(script), "--clip-model", str(tiny_clip_dir), "--device", "cpu"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    argv = ["--domain", "explicit", "--root", str(root), "--experiment", EXP, "--out", str(tmp_path / "results")]
+    argv += ["--inception", str(inception), "--clip-model", str(tiny_clip_dir), "--device", "cpu"]
+    results = main(argv)
 
     nudenet = results["experiments"][EXP]["metrics"]["NudeNet"]
     assert nudenet["n"] == 2 and nudenet["total"] == sum(nudenet["per_class"].values())
@@ -141,3 +132,27 @@ def test_missing_reference_folder_is_a_one_line_error(tmp_path, tiny_clip_dir):
                 str(write_fake_inception(tmp_path / "w")),
             ]
         )
+
+
+@pytest.mark.parametrize(
+    ("domain", "experiment"),
+    [
+        ("celebs", "guide0.3_pal100000.0_gate_rank16_noise0.001"),
+        ("artists", "guide0.5_pal10000.0_gate_rank16_noise0.001"),
+        ("explicit", "guide3.0_pal10000.0_gate_rank64_noise0.001"),
+    ],
+)
+def test_domain_scripts_call_the_evaluator_with_the_shell_defaults(tmp_path, domain, experiment):
+    """The scripts are thin: a stand-in ``python`` on PATH records the command they run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("ROOT", "OUT", "EXPERIMENT", "INCEPTION")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", RECORD=str(tmp_path / "args"), CPE_INCEPTION_PATH="/w/i.pt")
+    script = REPO / "shell_scripts" / "evaluation" / f"evaluate_{domain}.sh"
+    subprocess.run(["bash", str(script), "--device", "cpu"], env=env, check=True, cwd=tmp_path)
+    assert (tmp_path / "args").read_text().splitlines() == [
+        "-m", "cpe.metrics.evaluate", "--domain", domain, "--root", f"generated_images/{domain}",
+        "--experiment", experiment, "--out", f"results/{domain}", "--inception", "/w/i.pt", "--device", "cpu",
+    ]  # fmt: skip

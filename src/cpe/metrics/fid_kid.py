@@ -79,14 +79,14 @@ def kid_from_features(
 def image_features(
     extractor: FeatureExtractor, paths: Sequence[Path], batch_size: int = 32, desc: str = "features"
 ) -> torch.Tensor:
-    """``(N, D)`` float64 features of image files, in the given order."""
+    """``(N, D)`` float32 features of image files, in the given order (the statistics run in float64)."""
     chunks = []
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, leave=False):
         batch = []
         for path in paths[start : start + batch_size]:
             with Image.open(path) as image:
                 batch.append(extractor.preprocess(image))
-        chunks.append(extractor(torch.stack(batch)).double().cpu())
+        chunks.append(extractor(torch.stack(batch)).float().cpu())
     if not chunks:
         raise ValueError("no images to extract features from")
     return torch.cat(chunks)
