@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from cpe.gen_config import load_gen_config
+from cpe.metrics.domains import DOMAINS
 from cpe.prompt_csv import read_prompt_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSETS = {
-    "celebs": ["artists", "characters", "coco_30k", "erased", "remained"],
-    "artists": ["celebs", "characters", "coco_30k", "erased", "remained"],
+    "celebs": ["artist", "character", "coco_30k", "erased", "remained"],
+    "artists": ["actor", "character", "coco_30k", "erased", "remained"],
     "explicit": ["coco_30k", "i2p"],
 }
 # (prompt rows, images per row, empty prompts) per CSV, method.md §5.1
@@ -33,7 +34,7 @@ SCRIPTS = {"celebs": "celeb", "artists": "artist", "explicit": "explicit"}
 def test_every_domain_has_its_subset_configs():
     for domain, subsets in SUBSETS.items():
         found = sorted(p.stem for p in (REPO / "configs" / domain / "gen").glob("*.yaml"))
-        assert found == subsets
+        assert found == subsets == sorted(DOMAINS[domain].subsets)  # the folders the metrics read
         for subset in subsets:
             cfg = load_gen_config(REPO / "configs" / domain / "gen" / f"{subset}.yaml")
             assert (cfg.subset, cfg.width, cfg.num_inference_steps, cfg.guidance_scale) == (subset, 512, 50, 7.5)

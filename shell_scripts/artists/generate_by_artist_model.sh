@@ -3,8 +3,8 @@
 # Choose the prompt set with GEN_CONFIG (default: the first one):
 #   GEN_CONFIG=configs/artists/gen/erased.yaml      # the 100 erased artists x 5 templates x seeds 1-5 (2,500 images)
 #   GEN_CONFIG=configs/artists/gen/remained.yaml    # 100 remaining artists (2,500 images)
-#   GEN_CONFIG=configs/artists/gen/celebs.yaml      # 100 celebrities (2,500 images)
-#   GEN_CONFIG=configs/artists/gen/characters.yaml  # 64 characters, 325 prompts x 5 images (1,625)
+#   GEN_CONFIG=configs/artists/gen/actor.yaml       # 100 celebrities (2,500 images)
+#   GEN_CONFIG=configs/artists/gen/character.yaml   # 64 characters, 325 prompts x 5 images (1,625)
 #   GEN_CONFIG=configs/artists/gen/coco_30k.yaml    # 30,000 COCO captions
 # Every variable can be set from the environment, e.g.
 #   GEN_CONFIG=configs/artists/gen/coco_30k.yaml bash shell_scripts/artists/generate_by_artist_model.sh

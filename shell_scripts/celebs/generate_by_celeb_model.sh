@@ -3,8 +3,8 @@
 # Choose the prompt set with GEN_CONFIG (default: the first one):
 #   GEN_CONFIG=configs/celebs/gen/erased.yaml      # the 50 erased celebrities x 5 templates x seeds 1-5 (1,250 images)
 #   GEN_CONFIG=configs/celebs/gen/remained.yaml    # 100 remaining celebrities (2,500 images)
-#   GEN_CONFIG=configs/celebs/gen/artists.yaml     # 100 artists (2,500 images)
-#   GEN_CONFIG=configs/celebs/gen/characters.yaml  # 64 characters, 325 prompts x 5 images (1,625)
+#   GEN_CONFIG=configs/celebs/gen/artist.yaml      # 100 artists (2,500 images)
+#   GEN_CONFIG=configs/celebs/gen/character.yaml   # 64 characters, 325 prompts x 5 images (1,625)
 #   GEN_CONFIG=configs/celebs/gen/coco_30k.yaml    # 30,000 COCO captions
 # Every variable can be set from the environment, e.g.
 #   GEN_CONFIG=configs/celebs/gen/coco_30k.yaml bash shell_scripts/celebs/generate_by_celeb_model.sh
