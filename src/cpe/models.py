@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,6 +53,14 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+@contextmanager
+def _quiet_dtype_rename() -> Iterator[None]:
+    """``torch_dtype`` works on every supported release; newer ones only warn that it is renamed ``dtype``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        yield
+
+
 def load_tokenizer(model: str) -> CLIPTokenizer:
     check_model_source(model)
     return CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
@@ -59,7 +70,8 @@ def load_text_encoder(model: str, device: str | torch.device = "cpu", dtype: str
     from transformers import CLIPTextModel
 
     check_model_source(model)
-    encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=resolve_dtype(dtype))
+    with _quiet_dtype_rename():
+        encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=resolve_dtype(dtype))
     return encoder.to(device).eval().requires_grad_(False)
 
 
@@ -67,7 +79,8 @@ def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch
     from diffusers import UNet2DConditionModel
 
     check_model_source(model)
-    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=resolve_dtype(dtype))
+    with _quiet_dtype_rename():
+        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=resolve_dtype(dtype))
     return unet.to(device).eval().requires_grad_(False)
 
 
@@ -76,9 +89,10 @@ def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: str | t
     from diffusers import StableDiffusionPipeline
 
     check_model_source(model)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model, torch_dtype=resolve_dtype(dtype), safety_checker=None, requires_safety_checker=False
-    )
+    with _quiet_dtype_rename():
+        pipe = StableDiffusionPipeline.from_pretrained(
+            model, torch_dtype=resolve_dtype(dtype), safety_checker=None, requires_safety_checker=False
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
