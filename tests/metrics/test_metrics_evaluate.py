@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from metric_fixtures import TinyFeatureNet, make_generation, write_fake_inception
 
 from cpe.metrics.domains import DOMAINS, harmonic_h
-from cpe.metrics.evaluate import Evaluation, main
+from cpe.metrics.evaluate import Evaluation, cli, main
 from cpe.metrics.features import ModuleFeatures
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,26 +113,17 @@ def test_explicit_domain_command_with_clean_fid_inception_file(tmp_path, tiny_cl
     assert (tmp_path / "results" / EXP / "nudenet_hits_i2p.csv").is_file()
 
 
-def test_missing_reference_folder_is_a_one_line_error(tmp_path, tiny_clip_dir):
+def test_missing_reference_folder_is_a_one_line_error(tmp_path, tiny_clip_dir, capsys):
     root = tmp_path / "artists"
     make_generation(root / EXP / "remained", ["a", "b"])
-    with pytest.raises(FileNotFoundError, match=r"KID_art: reference folder .*original/remained does not exist"):
-        main(
-            [
-                "--domain",
-                "artists",
-                "--root",
-                str(root),
-                "--experiment",
-                EXP,
-                "--out",
-                str(tmp_path / "r"),
-                "--clip-model",
-                str(tiny_clip_dir),
-                "--inception",
-                str(write_fake_inception(tmp_path / "w")),
-            ]
-        )
+    argv = ["--domain", "artists", "--root", str(root), "--experiment", EXP, "--out", str(tmp_path / "r")]
+    argv += ["--clip-model", str(tiny_clip_dir), "--inception", str(write_fake_inception(tmp_path / "w"))]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.fullmatch(
+        r"error: KID_art: reference folder .*original/remained does not exist \(generate it first\)", err
+    )
 
 
 @pytest.mark.parametrize(

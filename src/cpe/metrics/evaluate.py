@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -136,6 +137,9 @@ class Evaluation:
             folder = self.root / experiment / subset
             if folder.is_dir():
                 sets[subset] = load_image_set(folder, self.allow_mismatch)
+        for column in self.domain.columns:
+            if column.metric in ("fid", "kid") and column.subset in sets:
+                self._reference_set(column)  # a missing reference fails before any scoring
         for column in self.domain.columns:
             if column.metric == "h":
                 continue
@@ -273,5 +277,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return results
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` with bad input reported as one line on stderr and exit status 2."""
+    try:
+        main(argv)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
