@@ -113,6 +113,21 @@ def test_explicit_domain_command_with_clean_fid_inception_file(tmp_path, tiny_cl
     assert (tmp_path / "results" / EXP / "nudenet_hits_i2p.csv").is_file()
 
 
+def test_allowed_mismatches_of_generated_and_reference_sets_are_noted_under_the_table(tmp_path, tiny_clip_dir):
+    root = tmp_path / "artists"
+    make_generation(root / EXP / "remained", ["a", "b", "c"], seed=1)
+    (root / EXP / "remained" / "b_1_0.png").unlink()
+    make_generation(root / "original" / "remained", ["a", "b", "c"], seed=2)
+    make_generation(root / "original" / "remained" / "extra", ["stray"], seed=3)
+    results = evaluation("artists", root, tmp_path / "r", tiny_clip_dir, allow_mismatch=True).run([EXP])
+    assert results["experiments"][EXP]["metrics"]["KID_art"]["n"] == 2
+    assert results["experiments"][EXP]["metrics"]["KID_art"]["n_reference"] == 3
+    table = (tmp_path / "r" / "results.md").read_text()
+    assert f"- {EXP} / remained: scored 2 images; 1 manifest rows without image, 0 images not in the manifest" in table
+    reference = root / "original" / "remained"
+    assert f"- reference {reference}: scored 3 images; 0 manifest rows without image, 1 images not in" in table
+
+
 def test_missing_reference_folder_is_a_one_line_error(tmp_path, tiny_clip_dir, capsys):
     root = tmp_path / "artists"
     make_generation(root / EXP / "remained", ["a", "b"])

@@ -72,6 +72,7 @@ class Evaluation:
         self._clip: ClipScorer | None = None
         self._nudenet = None
         self._features: dict[str, torch.Tensor] = {}
+        self.references: dict[str, ImageSet] = {}
         metrics = {c.metric for c in domain.columns}
         if metrics & {"fid", "kid"} and extractor is None:
             raise ValueError("FID/KID need a feature extractor (--inception PATH for clean-fid's Inception)")
@@ -194,12 +195,16 @@ class Evaluation:
         raise ValueError(f"unknown metric {column.metric!r} in column {column.name}")
 
     def _reference_set(self, column: Column) -> ImageSet:
+        """The set FID/KID compare against, loaded once per folder (its report goes into the results)."""
         if column.metric == "fid" and self.fid_reference is not None:
-            return load_images(self.fid_reference, self.allow_mismatch)
-        folder = self.root / self.reference / column.subset
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{column.name}: reference folder {folder} does not exist (generate it first)")
-        return load_image_set(folder, self.allow_mismatch)
+            folder = self.fid_reference
+        else:
+            folder = self.root / self.reference / column.subset
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{column.name}: reference folder {folder} does not exist (generate it first)")
+        if str(folder) not in self.references:
+            self.references[str(folder)] = load_images(folder, self.allow_mismatch)
+        return self.references[str(folder)]
 
     def _distance(self, column: Column, images: ImageSet, cache: Path) -> dict:
         reference = self._reference_set(column)
@@ -226,6 +231,7 @@ class Evaluation:
             "columns": [c.__dict__ for c in self.domain.columns],
             "experiments": {e: self.evaluate(e) for e in experiments},
         }
+        results["reference_sets"] = {folder: images.report() for folder, images in self.references.items()}
         atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
         atomic_write_text(self.out / "results.md", render_markdown(results))
         return results

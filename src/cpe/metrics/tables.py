@@ -37,6 +37,15 @@ def _nudenet_cells(results: dict, entry: dict) -> list[str]:
     return [str(entry["per_class"][c]) for c in classes] + [f"{entry['total']} (n={entry['n']})"]
 
 
+def _mismatch_note(label: str, report: dict) -> str:
+    if not (report["rows_without_image"] or report["images_not_in_manifest"]):
+        return ""
+    return (
+        f"- {label}: scored {report['images_scored']} images; {report['rows_without_image']} manifest rows "
+        f"without image, {report['images_not_in_manifest']} images not in the manifest"
+    )
+
+
 def render_markdown(results: dict) -> str:
     """Table (one row per experiment), then sample-size conventions, scorer versions and every note."""
     domain = DOMAINS[results["domain"]]
@@ -55,14 +64,10 @@ def render_markdown(results: dict) -> str:
             cells += _nudenet_cells(results, entry) if column.metric == "nudenet" else [_cell(column, entry)]
             if entry.get("note"):
                 notes.append(f"- {experiment} / {column.name}: {entry['note']}")
-        for subset, report in block["image_sets"].items():
-            if report["rows_without_image"] or report["images_not_in_manifest"]:
-                notes.append(
-                    f"- {experiment} / {subset}: scored {report['images_scored']} images; "
-                    f"{report['rows_without_image']} manifest rows without image, "
-                    f"{report['images_not_in_manifest']} images not in the manifest"
-                )
+        notes += [_mismatch_note(f"{experiment} / {subset}", r) for subset, r in block["image_sets"].items()]
         lines.append("| " + " | ".join(cells) + " |")
+    notes += [_mismatch_note(f"reference {folder}", r) for folder, r in results["reference_sets"].items()]
+    notes = [note for note in notes if note]
     lines += [
         "",
         "n = images scored (GCD: images with a detected face; FID/KID: generated/reference). "
