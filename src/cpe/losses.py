@@ -84,9 +84,15 @@ class KVLoss:
     def readout(self, resag: ResAG) -> Readout:
         """Products needed by the residual terms (cost N·k·Σd_l·D, once per step)."""
         down = torch.cat([resag.down[name] for name in self.layers], dim=-1)
-        v = torch.cat([(resag.up[name] @ self.weights[name]).transpose(1, 2) for name in self.layers], dim=-1)
+        # one product per concept, of fixed shape, so a concept's numbers (and gradients) do not depend on how
+        # many concepts share the batch (a folded (N·k, d) GEMM switches kernels with N).
+        v = torch.cat([self._times_weight(resag.up[name], name).transpose(1, 2) for name in self.layers], dim=-1)
         gram = torch.stack([resag.up[name] @ resag.up[name].transpose(1, 2) for name in self.layers], dim=1)
         return Readout(down, v, gram)
+
+    def _times_weight(self, up: Tensor, name: str) -> Tensor:
+        """Up_l W_l per concept: (N, k, d_l) -> (N, k, D)."""
+        return torch.stack([u @ self.weights[name] for u in up])
 
     def low_rank(self, hidden: Tensor, concept: Tensor, readout: Readout) -> Tensor:
         """z = H Down for every layer: (B, T, D) -> (B, T, L·k)."""
@@ -97,8 +103,11 @@ class KVLoss:
         b, t, _ = z.shape
         k = readout.gram.shape[-1]
         z = z.view(b, t, len(self.layers), k)
-        per_layer = torch.einsum("btlk,blkm,btlm->bl", z, readout.gram[concept], z)
-        return per_layer @ self.layer_weight
+        # element-wise products and sums (no einsum path search) keep every item's arithmetic independent
+        # of the batch size
+        z_gram = (z.unsqueeze(-1) * readout.gram[concept].unsqueeze(1)).sum(-2)  # (B, T, L, k)
+        per_layer = (z_gram * z).sum((1, 3))
+        return (per_layer * self.layer_weight).sum(-1)
 
     def cross(self, z: Tensor, xv: Tensor) -> Tensor:
         """Σ_l w_l ⟨z_l, X V_l⟩ per item, with ``xv`` = X V (B, T, L·k)."""
@@ -134,51 +143,57 @@ class FrozenBank:
         return cls(delta, delta_g, kv.inner(delta, delta_g))
 
 
-def _items(parts: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-    """Stack (C, n, T, D) blocks into one (B, T, D) batch and the concept index of every item."""
-    xs, concepts = [], []
-    for x, n in parts:
-        xs.append(x.flatten(0, 1))
-        concepts.append(torch.arange(x.shape[0], device=x.device).repeat_interleave(n))
-    return torch.cat(xs), torch.cat(concepts)
+def gated(resag: ResAG, x: Tensor) -> Tensor:
+    """Gated embeddings H of concept-major items x (C, n, T, D), concept c through slot c of ``resag``.
+
+    The gate runs once per concept on that concept's n items: element-wise kernels (sigmoid, softmax) then
+    see the same tensor shapes whatever the other concepts, so a concept's numbers are bit-identical
+    to training it alone.
+    """
+    hidden = [resag.gate(x[c], torch.full((x.shape[1],), c, device=x.device)).hidden for c in range(x.shape[0])]
+    return torch.stack(hidden)
+
+
+def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor) -> tuple[Tensor, Tensor]:
+    """z (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D)."""
+    c, n = x.shape[:2]
+    concept = torch.arange(c, device=x.device).repeat_interleave(n)
+    z = kv.low_rank(gated(resag, x).flatten(0, 1), concept, readout)
+    return z.view(c, n, *z.shape[1:]), kv.residual_square(z, concept, readout).view(c, n)
 
 
 def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank | None) -> dict[str, Tensor]:
-    """Per-concept erase, adversarial and anchor terms of §2.5 (each (C,)); one gate call for all items."""
-    c, anchors = batch.target.shape[0], batch.anchors.shape[1]
+    """Per-concept erase, adversarial and anchor terms of §2.5, each (C,)."""
+    anchors = batch.anchors.shape[1]
     readout = kv.readout(resag)
-    parts = [(batch.target[:, None], 1), (batch.anchors, anchors)]
+    parts = [batch.target[:, None], batch.anchors]
     if bank is not None:
-        parts.append((batch.target[:, None] + bank.delta, bank.delta.shape[1]))
-    x, concept = _items(parts)
-    z = kv.low_rank(resag.gate(x, concept).hidden, concept, readout)
-    square = kv.residual_square(z, concept, readout)
+        parts.append(batch.target[:, None] + bank.delta)
+    z, square = _low_rank(kv, resag, readout, torch.cat(parts, dim=1))
     scale = resag.spec.scale
 
     xv = batch.diff @ readout.v
     constant = kv.quadratic(batch.diff)
     losses = {
-        "erase": kv.combine(constant, kv.cross(z[:c], xv), square[:c], scale),
-        "anchor": (scale**2 * square[c : c + c * anchors] / kv.num_tokens).view(c, anchors).mean(1),
+        "erase": kv.combine(constant, kv.cross(z[:, 0], xv), square[:, 0], scale),
+        "anchor": (scale**2 / kv.num_tokens) * square[:, 1 : 1 + anchors].mean(1),
     }
     if bank is None:
         losses["adv"] = torch.zeros_like(losses["erase"])
         return losses
-    p = bank.delta.shape[1]
-    xv_adv = (xv[:, None] - bank.delta @ readout.v[:, None]).flatten(0, 1)
+    c, p = bank.delta.shape[:2]
+    xv_adv = xv[:, None] - bank.delta @ readout.v[:, None]
     constant_adv = constant[:, None] - 2 * kv.inner(batch.diff[:, None], bank.delta_g) + bank.delta_sq
-    start = c + c * anchors
-    cross_adv = kv.cross(z[start:], xv_adv).view(c, p)
-    losses["adv"] = kv.combine(constant_adv, cross_adv, square[start:].view(c, p), scale).mean(1)
+    cross_adv = kv.cross(z[:, 1 + anchors :].flatten(0, 1), xv_adv.flatten(0, 1)).view(c, p)
+    losses["adv"] = kv.combine(constant_adv, cross_adv, square[:, 1 + anchors :], scale).mean(1)
     return losses
 
 
 def attack_loss(kv: KVLoss, resag: ResAG, readout: Readout, target: Tensor, delta: Tensor) -> Tensor:
     """§2.6 objective per concept (C,): (1/L) Σ_l c_l mean_p ‖P̃_l(E_T+δ_p) − P_l(E_T)‖² (ResAG frozen)."""
     c, p = delta.shape[:2]
-    x, concept = _items([(target[:, None] + delta, p)])
-    z = kv.low_rank(resag.gate(x, concept).hidden, concept, readout)
-    square = kv.residual_square(z, concept, readout)
-    xv = -(delta @ readout.v[:, None]).flatten(0, 1)
-    per_item = kv.combine(kv.quadratic(delta).flatten(), kv.cross(z, xv), square, resag.spec.scale)
-    return per_item.view(c, p).mean(1)
+    z, square = _low_rank(kv, resag, readout, target[:, None] + delta)
+    xv = -(delta @ readout.v[:, None])
+    per_item = kv.combine(kv.quadratic(delta), kv.cross(z.flatten(0, 1), xv.flatten(0, 1)).view(c, p), square,
+                          resag.spec.scale)
+    return per_item.mean(1)

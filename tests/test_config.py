@@ -1,0 +1,55 @@
+"""Training config: defaults in one place, validated at load, typed overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cpe.config import ConfigError, load_train_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_unknown_key_is_an_error_naming_key_and_file(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\ntrain:\n  iteratons: 5\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml: unknown key 'train\.iteratons'"):
+        load_train_config(path)
+
+
+def test_unknown_override_key_and_bad_type_are_errors(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\n")
+    with pytest.raises(ConfigError, match="unknown key 'network.rank'"):
+        load_train_config(path, ["network.rank=4"])
+    with pytest.raises(ConfigError, match="train.iterations: expected int, got 'many'"):
+        load_train_config(path, ["train.iterations=many"])
+    with pytest.raises(ConfigError, match="train.num_stages must be >= 1"):
+        load_train_config(path, ["train.num_stages=0"])
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        ("celebs", dict(g=0.3, pal=1e5, r=16, k=1, stages=5, it=450, f_it=4, s=32, p=16, adv_it=450, warm=5)),
+        ("artists", dict(g=0.5, pal=1e4, r=16, k=1, stages=10, it=450, f_it=4, s=16, p=16, adv_it=450, warm=5)),
+        ("explicit", dict(g=3.0, pal=1e4, r=64, k=4, stages=20, it=1200, f_it=2, s=16, p=32, adv_it=1200, warm=10)),
+    ],
+)
+def test_domain_configs_hold_the_paper_hyperparameters(domain, expected):
+    cfg = load_train_config(CONFIGS / domain / "train.yaml")
+    t, a = cfg.train, cfg.adversarial
+    got = dict(g=t.guidance, pal=t.pal, r=cfg.network.gate_rank, k=cfg.network.lora_rank, stages=t.num_stages,
+               it=t.iterations, f_it=t.factor_init_iter, s=cfg.anchors.per_step, p=a.num_embeddings,
+               adv_it=a.iterations, warm=t.lr_warmup_steps)
+    assert got == expected
+    assert (t.lr, t.factor_init_lr, t.factor_init_lr_cycle, t.lr_cycles, a.lr) == (3e-5, 10, 2, 1, 0.01)
+    assert cfg.anchors.noise_scale == 0.001 and cfg.anchors.mixup and t.seed == 2024
+    for key in ("concepts", "templates"):
+        assert cfg.path(getattr(cfg.prompts, key)).is_file()
+
+
+def test_experiment_folder_is_filled_from_the_effective_values():
+    cfg = load_train_config(CONFIGS / "celebs" / "train.yaml", ["train.guidance=0.5", "anchors.noise_scale=0.01"])
+    assert cfg.experiment_name() == "celeb_single_guide0.5_pal100000.0_gate_rank16_noise0.01"
