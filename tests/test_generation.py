@@ -149,10 +149,11 @@ def test_resume_regenerates_exactly_the_deleted_images(plain, tiny_pipeline_dir,
 
 
 def test_grid_mode_puts_original_and_erased_side_by_side(plain, gates, tiny_pipeline_dir, tmp_path):
-    cfg = tiny_config(tmp_path, last_row=1)
+    cfg = tiny_config(tmp_path, last_row=0)
     summary = run_generation(cfg, str(tiny_pipeline_dir), [gates["random"]], grid=True, device="cpu")
     grids = sorted((summary.out_dir / "grids").glob("*.png"))
-    assert [g.name for g in grids] == ["0_A_portrait_of_Adam_Driver_1.png", "1_A_sketch_of_Adam_Driver_2.png"]
+    assert [g.name for g in grids] == ["0_A_portrait_of_Adam_Driver_1.png"]
+    assert not (summary.out_dir / "manifest.jsonl").exists()
     grid = np.asarray(Image.open(grids[0]))
     original = pixels(plain)["0_A_portrait_of_Adam_Driver_1_0.png"]
     assert grid.shape[1] == 32
