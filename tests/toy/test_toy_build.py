@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cpe.models import load_pipeline
+from cpe.toy.build import INFO_FILE, PIPELINE_DIR, STATE_DIR, BuildConfig, build, main
+from cpe.toy.classify import CLASSIFIER_FILE, load_shape_classifier
+from cpe.toy.quality import sample_images
+
+TINY = BuildConfig(vae_steps=2, unet_steps=2, classifier_steps=2, dataset_size=16, batch_size=4, vae_batch_size=4,
+                   checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    build(out, TINY)
+    return out
+
+
+def test_builder_writes_a_pipeline_folder_that_loads_as_float32_and_samples(built):
+    pipe = load_pipeline(str(built / PIPELINE_DIR))
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        assert next(module.parameters()).dtype == torch.float32
+    assert pipe.tokenizer.model_max_length == 16
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    images = sample_images(pipe, ["a red circle"], [0], steps=2)
+    assert images.shape == (1, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_builder_saves_fp16_weights_classifier_and_info_and_cleans_its_state(built):
+    from safetensors import safe_open
+
+    with safe_open(str(built / PIPELINE_DIR / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    load_shape_classifier(built / CLASSIFIER_FILE)
+    info = json.loads((built / INFO_FILE).read_text())
+    assert info["config"]["unet_steps"] == 2 and info["vae_scaling_factor"] > 0
+    assert not (built / STATE_DIR).exists()
+
+
+def test_builder_refuses_to_overwrite_a_trained_pipeline(built):
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        build(built, TINY)
+
+
+def test_builder_cli_rejects_non_positive_steps(tmp_path):
+    with pytest.raises(SystemExit, match="--unet-steps must be >= 1"):
+        main(["--out", str(tmp_path), "--unet-steps", "0"])
