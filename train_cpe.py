@@ -60,13 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = load_train_config(args.config, overrides(args))
-        print(f"{cfg.output_dir()}: {describe(cfg)}", file=sys.stderr)
+        print(f"{cfg.output_dir()}: {describe(cfg)}")
         summary = train(cfg, args.st_idx, args.end_idx, args.resume, args.overwrite, args.guidance)
     except (ConfigError, TrainingError, FileNotFoundError, IndexError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"trained {len(summary.trained)} concept(s), skipped {summary.skipped} finished, "
-          f"{summary.seconds:.1f} s", file=sys.stderr)
+    print(f"trained {len(summary.trained)} concept(s), skipped {summary.skipped} finished, {summary.seconds:.1f} s")
     return 0
 
 

@@ -30,6 +30,7 @@ from cpe.config import TrainConfig
 from cpe.io_utils import atomic_write
 from cpe.losses import EraseBatch, FrozenBank, KVLoss, attack_loss, erase_losses, lipschitz_weights
 from cpe.models import (
+    check_model_source,
     encode_prompts,
     load_cross_attention_weights,
     load_text_encoder,
@@ -172,22 +173,32 @@ class PromptSide:
     templates: list[str]
     general_words: list[str]
     candidates: list[str]
-    candidate_embeddings: Tensor | None
     sentences: list[str]
-    empty: Tensor  # E_∅ (T, D)
+    candidate_embeddings: Tensor | None = None  # set by encode_prompt_side
+    empty: Tensor | None = None  # E_∅ (T, D)
 
 
-def load_prompt_side(cfg: TrainConfig, model: FrozenModel) -> PromptSide:
+def read_prompt_lists(cfg: TrainConfig) -> PromptSide:
+    """Templates and anchor lists, validated before any model is loaded."""
     p, a = cfg.prompts, cfg.anchors
     templates = load_templates(cfg.path(p.templates), p.template_column, p.placeholder, p.template_word, p.include_bare)
     sentences = unique(read_csv_column(cfg.path(a.sentences), a.sentences_column)) if a.sentences else []
     general = unique(read_csv_column(cfg.path(a.general_words), a.general_words_column)) if a.general_words else []
     candidates = unique(read_csv_column(cfg.path(a.candidates), a.candidates_column)) if a.candidates else []
-    candidate_embeddings = (
-        torch.cat([model.encode(candidates[i : i + 64]).cpu() for i in range(0, len(candidates), 64)])
-        if candidates else None
-    )
-    return PromptSide(templates, general, candidates, candidate_embeddings, sentences, model.encode([""])[0])
+    return PromptSide(templates, general, candidates, sentences)
+
+
+def encode_prompt_side(side: PromptSide, model: FrozenModel) -> PromptSide:
+    """Encode the candidate names (for the similarity search) and the empty prompt."""
+    names = side.candidates
+    if names:
+        side.candidate_embeddings = torch.cat([model.encode(names[i : i + 64]).cpu() for i in range(0, len(names), 64)])
+    side.empty = model.encode([""])[0]
+    return side
+
+
+def load_prompt_side(cfg: TrainConfig, model: FrozenModel) -> PromptSide:
+    return encode_prompt_side(read_prompt_lists(cfg), model)
 
 
 def anchor_prompts(cfg: TrainConfig, side: PromptSide, model: FrozenModel, concept: Concept) -> list[str]:
@@ -526,6 +537,8 @@ def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool
     if guidance_override is not None:
         concepts = [dataclasses.replace(c, guidance=guidance_override) for c in concepts]
     selected = concept_range(concepts, start, end, str(cfg.path(p.concepts)))
+    lists = read_prompt_lists(cfg)
+    check_model_source(cfg.model.path)
     device = state.device if cfg.model.device == "auto" else resolve_device(cfg.model.device)
     with state.split_between_processes(selected) as mine:
         mine = list(mine)
@@ -533,7 +546,7 @@ def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool
     trained: list[Path] = []
     if todo:
         model = load_frozen(cfg, device)
-        side = load_prompt_side(cfg, model)
+        side = encode_prompt_side(lists, model)
         root = cfg.output_dir()
         for group in tqdm(list(batches(todo, cfg.train.concept_batch)), desc="concept batches", dynamic_ncols=True,
                           disable=len(todo) == 1):
