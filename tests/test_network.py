@@ -104,17 +104,21 @@ def test_gate_runs_once_for_a_ten_step_sampling(tiny_pipeline_dir):
     assert network.gate_evaluations == 2
 
 
-def test_cache_follows_parameter_updates():
+def test_cache_follows_parameter_updates_between_unet_calls():
     unet = tiny_unet("sd1")
+    inputs = unet_inputs(unet)
     network = CPENetwork(randomise(ResAG(spec_for_unet(unet))))
-    name = network.resag.layers[0]
-    x = torch.randn(1, 7, 32)
+    network.attach(unet)
     with torch.no_grad():
-        first = network.residual_for(name, x).clone()
-        network.resag.up[name].mul_(2)
-        second = network.residual_for(name, x)
-    torch.testing.assert_close(second, 2 * first)
-    assert network.gate_evaluations == 2
+        before = unet(*inputs).sample
+        for up in network.resag.up.values():
+            up.mul_(2)
+        after = unet(*inputs).sample  # same text tensor, updated parameters: recomputed, not stale
+        network.clear_cache()
+        fresh = unet(*inputs).sample
+    assert not torch.equal(before, after)
+    assert torch.equal(after, fresh)
+    assert network.gate_evaluations == 3
 
 
 def test_attach_rejects_another_architecture_and_double_attach():

@@ -116,6 +116,8 @@ class CPENetwork(nn.Module):
         self.register_buffer("concept_active", torch.ones(resag.num_concepts, dtype=torch.bool), persistent=False)
         self._attached: dict[str, tuple[nn.Module, str, nn.Linear]] = {}
         self._cache: _GateCache | None = None
+        self._parameter_list = list(resag.parameters())  # the same objects after .to()
+        self._first_layer: str | None = None
 
     # -- attaching ---------------------------------------------------------------------------
     def attach(self, unet: nn.Module) -> None:
@@ -135,6 +137,7 @@ class CPENetwork(nn.Module):
         for name, (parent, projection, linear) in found.items():
             setattr(parent, projection, ResAGLinear(linear, name, self))
         self._attached = found
+        self._first_layer = next(iter(found))  # named_modules order: the first cross-attention a forward runs
         device = next(iter(found.values()))[2].weight.device
         if device.type != "meta":
             self.resag.to(device=device)
@@ -182,15 +185,22 @@ class CPENetwork(nn.Module):
         self._cache = None
 
     # -- forward ---------------------------------------------------------------------------------
-    def _state(self) -> tuple:
-        """Changes whenever a parameter is updated in place (an optimiser step) or moved."""
-        return tuple((p._version, p.data_ptr()) for p in self.resag.parameters())
+    def _state(self) -> tuple[int, int]:
+        """Changes whenever a parameter is updated in place (an optimiser step) or moved; cheap per call."""
+        return sum(p._version for p in self._parameter_list), self.resag.w_query.data_ptr()
 
     def residual_for(self, layer: str, x: Tensor) -> Tensor:
         """The residual of ``layer`` for embedding ``x``; the gate runs once per embedding tensor."""
         cache = self._cache
-        state = self._state()
-        if cache is None or cache.source() is not x or cache.version != x._version or cache.state != state:
+        # Parameters can only change between UNet calls, so their state is read at the first layer a UNet
+        # call reaches (and on every miss), not in all 32 layers of every step.
+        if (
+            cache is None
+            or cache.source() is not x
+            or cache.version != x._version
+            or (layer == self._first_layer and cache.state != self._state())
+        ):
+            state = self._state()
             weight = self.resag.w_query
             gate = self.resag.gate(x.to(device=weight.device, dtype=weight.dtype), active=self.concept_active)
             self.gate_evaluations += 1
