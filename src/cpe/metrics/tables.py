@@ -20,8 +20,8 @@ def _cell(column: Column, entry: dict) -> str:
         return f"{value:.2f} ± {entry['std']:.2f} (n={entry['n']})"
     if column.metric == "kid":
         return f"{1000 * value:.2f} ± {1000 * entry['std']:.2f} (n={entry['n']}/{entry['n_reference']})"
-    if column.metric == "fid":
-        return f"{value:.2f} (n={entry['n']}/{entry['n_reference']})"
+    if column.metric == "fid":  # FID >= 0; a rounding-size negative (identical sets) is shown as 0.00
+        return f"{max(value, 0.0):.2f} (n={entry['n']}/{entry['n_reference']})"
     raise ValueError(f"no cell format for metric {column.metric!r}")
 
 
