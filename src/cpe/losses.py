@@ -94,25 +94,26 @@ class KVLoss:
         """Up_l W_l per concept: (N, k, d_l) -> (N, k, D)."""
         return torch.stack([u @ self.weights[name] for u in up])
 
-    def low_rank(self, hidden: Tensor, concept: Tensor, readout: Readout) -> Tensor:
-        """z = H Down for every layer: (B, T, D) -> (B, T, L·k)."""
-        return hidden @ readout.down[concept]
+    def low_rank(self, hidden: Tensor, readout: Readout) -> Tensor:
+        """z = H Down for every layer, concept-major: (C, n, T, D) -> (C, n, T, L·k), one GEMM per concept."""
+        c, n, t, d = hidden.shape
+        return torch.bmm(hidden.reshape(c, n * t, d), readout.down).view(c, n, t, -1)
 
-    def residual_square(self, z: Tensor, concept: Tensor, readout: Readout) -> Tensor:
-        """Σ_l w_l ‖z_l Up_l‖² per item (B,)."""
-        b, t, _ = z.shape
+    def residual_square(self, z: Tensor, readout: Readout) -> Tensor:
+        """Σ_l w_l ‖z_l Up_l‖² per item: (C, n, T, L·k) -> (C, n)."""
+        c, n, t, _ = z.shape
         k = readout.gram.shape[-1]
-        z = z.view(b, t, len(self.layers), k)
-        # element-wise products and sums (no einsum path search) keep every item's arithmetic independent
-        # of the batch size
-        z_gram = (z.unsqueeze(-1) * readout.gram[concept].unsqueeze(1)).sum(-2)  # (B, T, L, k)
-        per_layer = (z_gram * z).sum((1, 3))
+        z = z.view(c, n, t, len(self.layers), k)
+        # element-wise products and sums (no einsum path search): each item's arithmetic is the same
+        # whatever the batch size
+        z_gram = (z.unsqueeze(-1) * readout.gram[:, None, None]).sum(-2)  # (C, n, T, L, k)
+        per_layer = (z_gram * z).sum((2, 4))
         return (per_layer * self.layer_weight).sum(-1)
 
     def cross(self, z: Tensor, xv: Tensor) -> Tensor:
-        """Σ_l w_l ⟨z_l, X V_l⟩ per item, with ``xv`` = X V (B, T, L·k)."""
+        """Σ_l w_l ⟨z_l, X V_l⟩ per item, with ``xv`` = X V: (..., T, L·k) -> (...)."""
         k = z.shape[-1] // len(self.layers)
-        return ((z * xv).sum(1) * self.layer_weight.repeat_interleave(k)).sum(-1)
+        return ((z * xv).sum(-2) * self.layer_weight.repeat_interleave(k)).sum(-1)
 
     def combine(self, constant: Tensor, cross: Tensor, square: Tensor, scale: float) -> Tensor:
         """(⟨X,XG⟩ − 2s·cross + s²·square) / T per item."""
@@ -156,10 +157,8 @@ def gated(resag: ResAG, x: Tensor) -> Tensor:
 
 def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor) -> tuple[Tensor, Tensor]:
     """z (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D)."""
-    c, n = x.shape[:2]
-    concept = torch.arange(c, device=x.device).repeat_interleave(n)
-    z = kv.low_rank(gated(resag, x).flatten(0, 1), concept, readout)
-    return z.view(c, n, *z.shape[1:]), kv.residual_square(z, concept, readout).view(c, n)
+    z = kv.low_rank(gated(resag, x), readout)
+    return z, kv.residual_square(z, readout)
 
 
 def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank | None) -> dict[str, Tensor]:
@@ -172,7 +171,7 @@ def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank |
     z, square = _low_rank(kv, resag, readout, torch.cat(parts, dim=1))
     scale = resag.spec.scale
 
-    xv = batch.diff @ readout.v
+    xv = torch.bmm(batch.diff, readout.v)
     constant = kv.quadratic(batch.diff)
     losses = {
         "erase": kv.combine(constant, kv.cross(z[:, 0], xv), square[:, 0], scale),
@@ -181,19 +180,21 @@ def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank |
     if bank is None:
         losses["adv"] = torch.zeros_like(losses["erase"])
         return losses
-    c, p = bank.delta.shape[:2]
-    xv_adv = xv[:, None] - bank.delta @ readout.v[:, None]
+    xv_adv = xv[:, None] - _times(bank.delta, readout.v)
     constant_adv = constant[:, None] - 2 * kv.inner(batch.diff[:, None], bank.delta_g) + bank.delta_sq
-    cross_adv = kv.cross(z[:, 1 + anchors :].flatten(0, 1), xv_adv.flatten(0, 1)).view(c, p)
+    cross_adv = kv.cross(z[:, 1 + anchors :], xv_adv)
     losses["adv"] = kv.combine(constant_adv, cross_adv, square[:, 1 + anchors :], scale).mean(1)
     return losses
 
 
 def attack_loss(kv: KVLoss, resag: ResAG, readout: Readout, target: Tensor, delta: Tensor) -> Tensor:
     """§2.6 objective per concept (C,): (1/L) Σ_l c_l mean_p ‖P̃_l(E_T+δ_p) − P_l(E_T)‖² (ResAG frozen)."""
-    c, p = delta.shape[:2]
     z, square = _low_rank(kv, resag, readout, target[:, None] + delta)
-    xv = -(delta @ readout.v[:, None])
-    per_item = kv.combine(kv.quadratic(delta), kv.cross(z.flatten(0, 1), xv.flatten(0, 1)).view(c, p), square,
-                          resag.spec.scale)
+    per_item = kv.combine(kv.quadratic(delta), kv.cross(z, -_times(delta, readout.v)), square, resag.spec.scale)
     return per_item.mean(1)
+
+
+def _times(x: Tensor, v: Tensor) -> Tensor:
+    """Concept-major (C, n, T, D) @ (C, D, m) -> (C, n, T, m), one GEMM per concept."""
+    c, n, t, d = x.shape
+    return torch.bmm(x.reshape(c, n * t, d), v).view(c, n, t, -1)

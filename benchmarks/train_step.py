@@ -1,0 +1,208 @@
+"""Seconds per training step at SD v1.4 shapes (random weights): our trainer vs the reference's pattern.
+
+Ours: the exact shortcuts of method.md §2.7a (cpe.losses), gate once per embedding, C concepts side by side.
+Reference pattern: per step, every embedding of the batch [E_T, E_T+δ_1..P, E_N, E_∅, a_1..S] is projected
+through all 32 to_k/to_v layers twice (frozen and adapted), the gate is recomputed inside each layer, and the
+losses are the direct formulas of §2.5-2.6; one concept at a time.
+
+    python benchmarks/train_step.py [--threads 2] [--concepts 1 16] [--config configs/celebs/train.yaml]
+
+Prints a side-by-side table and the projected time of the config's full run on this machine
+(erase + adversarial steps, plus encoding the anchor pools with CLIP ViT-L/14 at 77 tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from cpe.config import load_train_config
+from cpe.losses import EraseBatch, FrozenBank, KVLoss, attack_loss, erase_losses
+from cpe.model_zoo import sd14_unet
+from cpe.network import cross_attention_projections
+from cpe.prompts import load_concepts, load_templates, read_csv_column, unique
+from cpe.resag import ResAG, ResAGSpec
+from cpe.training import adversarial_phase, erase_phase
+
+TOKENS, DIM = 77, 768
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sd14_layers() -> dict[str, int]:
+    """Layer name -> output width of SD v1.4's 32 cross-attention to_k/to_v (from the meta-device UNet)."""
+    return {name: linear.out_features for name, linear in cross_attention_projections(sd14_unet("meta")).items()}
+
+
+def random_setup(layers: dict[str, int], concepts: int, gate_rank: int, lora_rank: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    weights = {name: torch.randn(d, DIM, generator=gen) / math.sqrt(DIM) for name, d in layers.items()}
+    kv = KVLoss(weights, {name: 1.0 for name in layers}, TOKENS)
+    resag = ResAG(ResAGSpec(DIM, layers, gate_rank, lora_rank), concepts)
+    with torch.no_grad():
+        for name in layers:
+            resag.up[name].normal_(generator=gen).mul_(0.01)
+    return kv, weights, resag
+
+
+def timed(step, repeats: int) -> float:
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats
+
+
+def ours(layers, concepts: int, anchors: int, adv: int, gate_rank: int, lora_rank: int, repeats: int):
+    kv, _, resag = random_setup(layers, concepts, gate_rank, lora_rank)
+    gen = torch.Generator().manual_seed(1)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    target, diff = rand(concepts, TOKENS, DIM), rand(concepts, TOKENS, DIM) * 0.1
+    batch = EraseBatch(target, diff, rand(concepts, 1 + anchors, TOKENS, DIM))
+    bank = FrozenBank.freeze(kv, rand(concepts, adv, TOKENS, DIM) * 1e-3)
+    params = [p for p in resag.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+
+    def erase_step():
+        terms = erase_losses(kv, resag, batch, bank)
+        (terms["erase"] + terms["adv"] + 1e5 * terms["anchor"]).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    erase = timed(erase_step, repeats)
+    for p in params:
+        p.requires_grad_(False)
+    delta = (rand(concepts, adv, TOKENS, DIM) * 1e-3).requires_grad_(True)
+    adv_opt = torch.optim.AdamW([delta], lr=1e-2)
+    with torch.no_grad():
+        readout = kv.readout(resag)
+
+    def adv_step():
+        attack_loss(kv, resag, readout, target, delta).sum().backward()
+        adv_opt.step()
+        adv_opt.zero_grad(set_to_none=True)
+
+    return erase, timed(adv_step, repeats)
+
+
+def reference(layers, anchors: int, adv: int, gate_rank: int, lora_rank: int, repeats: int):
+    """One concept, the reference's way: full projections twice per layer, the gate in every layer."""
+    _, weights, resag = random_setup(layers, 1, gate_rank, lora_rank)
+    gen = torch.Generator().manual_seed(1)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    target, neutral, empty = rand(1, TOKENS, DIM), rand(1, TOKENS, DIM), rand(1, TOKENS, DIM)
+    anchor_batch, delta0 = rand(anchors, TOKENS, DIM), rand(adv, TOKENS, DIM) * 1e-3
+    batch = torch.cat([target, target + delta0, neutral, empty, anchor_batch])
+    params = [p for p in resag.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    concept = torch.zeros(len(batch), dtype=torch.long)
+    g, n_layers = 0.3, len(layers)
+
+    def erase_step():
+        total = 0.0
+        for name in layers:
+            frozen = batch @ weights[name].T
+            adapted = batch @ weights[name].T + resag.residual(name, resag.gate(batch, concept))
+            y = frozen[1 + adv] + g * (frozen[1 + adv] - frozen[0])
+            total = total + ((y - adapted[0]) ** 2).mean() + ((y - adapted[1 : 1 + adv]) ** 2).mean()
+            total = total + 1e5 * ((adapted[2 + adv :] - frozen[2 + adv :]) ** 2).mean()
+        (total / n_layers).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    erase = timed(erase_step, repeats)
+    for p in params:
+        p.requires_grad_(False)
+    delta = delta0.clone().requires_grad_(True)
+    adv_opt = torch.optim.AdamW([delta], lr=1e-2)
+    adv_concept = torch.zeros(adv, dtype=torch.long)
+
+    def adv_step():
+        total = 0.0
+        for name in layers:
+            attacked = target + delta
+            adapted = attacked @ weights[name].T + resag.residual(name, resag.gate(attacked, adv_concept))
+            original = target @ weights[name].T
+            total = total + ((adapted - original) ** 2).mean()
+        (total / n_layers).backward()
+        adv_opt.step()
+        adv_opt.zero_grad(set_to_none=True)
+
+    return erase, timed(adv_step, repeats)
+
+
+def clip_seconds_per_prompt(batch: int = 16) -> float:
+    """CLIP ViT-L/14 text encoder (SD v1.4's, random weights), 77 tokens, seconds per prompt."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    model = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                         num_attention_heads=12, max_position_embeddings=77)).eval()
+    ids = torch.randint(0, 49408, (batch, 77))
+    with torch.no_grad():
+        return timed(lambda: model(ids), 2) / batch
+
+
+def anchor_prompt_bounds(config: Path) -> tuple[int, int, int]:
+    """(concepts, fewest, most) anchor prompts to encode for the whole run, with every concept in one batch."""
+    cfg = load_train_config(config)
+    concepts = load_concepts(cfg.path(cfg.prompts.concepts), cfg.prompts.neutral, cfg.train.guidance)
+    p, a = cfg.prompts, cfg.anchors
+    if a.sentences:
+        return len(concepts), len(unique(read_csv_column(cfg.path(a.sentences), a.sentences_column))), 0
+    templates = len(load_templates(cfg.path(p.templates), p.template_column, p.placeholder, p.template_word,
+                                   p.include_bare))
+    general = len(unique(read_csv_column(cfg.path(a.general_words), a.general_words_column)))
+    candidates = len(unique(read_csv_column(cfg.path(a.candidates), a.candidates_column)))
+    fewest = (general + min(a.top_k, candidates)) * templates
+    most = (general + min(candidates, a.top_k * len(concepts))) * templates
+    return len(concepts), fewest, most
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--concepts", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--anchors", type=int, default=32, help="S")
+    parser.add_argument("--adv", type=int, default=16, help="P")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "celebs" / "train.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = load_train_config(args.config)
+    r, k = cfg.network.gate_rank, cfg.network.lora_rank
+    layers = sd14_layers()
+    print(f"SD v1.4 shapes: {len(layers)} layers, T={TOKENS}, D={DIM}, S={args.anchors}, P={args.adv}, r={r}, k={k}; "
+          f"{args.threads} threads; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    ref_erase, ref_adv = reference(layers, args.anchors, args.adv, r, k, max(1, args.repeats - 1))
+    print(f"{'':24}{'erase s/step':>14}{'adv s/step':>12}{'erase s/concept-step':>22}{'speed-up':>10}")
+    print(f"{'reference, 1 concept':24}{ref_erase:14.3f}{ref_adv:12.3f}{ref_erase:22.3f}{1:10.1f}")
+    best = None
+    for c in args.concepts:
+        erase, adv = ours(layers, c, args.anchors, args.adv, r, k, args.repeats)
+        per_erase, per_adv = erase / c, adv / c
+        print(f"{f'ours, {c} concepts':24}{erase:14.3f}{adv:12.3f}{per_erase:22.4f}{ref_erase / per_erase:10.1f}"
+              f"   (adv {ref_adv / per_adv:.1f}x)")
+        if best is None or per_erase + per_adv < best[0] + best[1]:
+            best = (per_erase, per_adv, c)
+
+    per_erase, per_adv, c = best
+    steps_erase = sum(erase_phase(cfg, s).steps for s in range(cfg.train.num_stages))
+    steps_adv = adversarial_phase(cfg).steps * cfg.train.num_stages if cfg.adversarial.enabled else 0
+    n, fewest, most = anchor_prompt_bounds(args.config)
+    train_hours = n * (steps_erase * per_erase + steps_adv * per_adv) / 3600
+    ref_hours = n * (steps_erase * ref_erase + steps_adv * ref_adv) / 3600
+    clip = clip_seconds_per_prompt()
+    print(f"\n{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}: {n} concepts x "
+          f"({steps_erase} erase + {steps_adv} adversarial steps)")
+    print(f"  training steps, ours ({c} side by side): {train_hours:.2f} h   reference pattern: {ref_hours:.1f} h")
+    print(f"  encoding anchor pools (CLIP-L {clip:.3f} s/prompt): {fewest}-{most} prompts = "
+          f"{fewest * clip / 3600:.2f}-{most * clip / 3600:.2f} h (all concepts in one batch; fewer with overlap)")
+
+
+if __name__ == "__main__":
+    main()
