@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "celebs" / "train.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as the trainer does on CPU (tiny gate weights -> denormal Adam statistics)
     torch.manual_seed(0)
     cfg = load_train_config(args.config)
     r, k = cfg.network.gate_rank, cfg.network.lora_rank

@@ -148,7 +148,7 @@ def test_non_finite_loss_stops_naming_concept_stage_and_step(tiny8, tmp_path, mo
         return losses
 
     monkeypatch.setattr(training, "erase_losses", poisoned)
-    with pytest.raises(training.TrainingError, match="concept.s. adam driver at stage 1 step 2"):
+    with pytest.raises(training.TrainingError, match="concept.s. adam driver at stage 2 step 2"):
         training.train(cfg, 0, 1)
     checkpoint = torch.load(cfg.output_dir() / "adam_driver" / training.CHECKPOINT, weights_only=True)
     assert checkpoint["stages_done"] == 1
