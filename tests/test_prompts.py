@@ -65,3 +65,14 @@ def test_pairs_of_different_token_length_are_reported():
     tokenizer = clip_tokenizer_from_assets()
     pairs = [("adam driver walks", "a person walks"), ("a red circle", "a circle")]
     assert misaligned_pairs(tokenizer, pairs) == [("a red circle", "a circle")]
+
+
+def test_reference_templates_load_with_a_whole_word_placeholder(reference_dir):
+    counts = {"celeb": ("actor", 101), "artist": ("artist", 36), "explicit": ("explicit", 32)}
+    for domain, (word, count) in counts.items():
+        path = reference_dir / "train_configs" / domain / "prompt_templates.csv"
+        templates = load_templates(path, "prompt", "{concept}", template_word=word)
+        assert len(templates) == count and all("{concept}" in t for t in templates)
+    celeb = load_templates(reference_dir / "train_configs" / "celeb" / "prompt_templates.csv", "prompt", "{concept}",
+                           template_word="actor")
+    assert celeb[0] == "{concept} wears his cap"
