@@ -5,7 +5,7 @@ Reference pattern: per step, every embedding of the batch [E_T, E_T+δ_1..P, E_N
 through all 32 to_k/to_v layers twice (frozen and adapted), the gate is recomputed inside each layer, and the
 losses are the direct formulas of §2.5-2.6; one concept at a time.
 
-    python benchmarks/train_step.py [--threads 2] [--concepts 1 16] [--config configs/celebs/train.yaml]
+    python benchmarks/train_step.py [--threads 1] [--concepts 1 16] [--config configs/celebs/train.yaml]
 
 Prints a side-by-side table and the projected time of the config's full run on this machine
 (erase + adversarial steps, plus encoding the anchor pools with CLIP ViT-L/14 at 77 tokens).
@@ -164,7 +164,8 @@ def anchor_prompt_bounds(config: Path) -> tuple[int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; on a shared machine 1 per process is fastest (run one process per core)")
     parser.add_argument("--concepts", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--anchors", type=int, default=32, help="S")
     parser.add_argument("--adv", type=int, default=16, help="P")
@@ -200,7 +201,10 @@ def main() -> None:
     clip = clip_seconds_per_prompt()
     print(f"\n{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}: {n} concepts x "
           f"({steps_erase} erase + {steps_adv} adversarial steps)")
-    print(f"  training steps, ours ({c} side by side): {train_hours:.2f} h   reference pattern: {ref_hours:.1f} h")
+    processes = max(1, (os.cpu_count() or 1) // args.threads)
+    print(f"  training steps, ours (best with {c} concept(s) side by side): {train_hours:.2f} h on {args.threads} "
+          f"thread(s) = {train_hours / processes:.2f} h with {processes} processes (torchrun); "
+          f"reference pattern: {ref_hours:.1f} h")
     print(f"  encoding anchor pools (CLIP-L {clip:.3f} s/prompt): {fewest}-{most} prompts = "
           f"{fewest * clip / 3600:.2f}-{most * clip / 3600:.2f} h (all concepts in one batch; fewer with overlap)")
 
