@@ -121,3 +121,17 @@ def test_shortcut_losses_and_gradients_equal_the_direct_formulas(lora_rank):
     slow = _direct(kv, resag, weights, lipschitz, target, neutral, guidance, anchors, delta)
     for a, b in zip(grads(fast), grads(slow), strict=True):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("key_mode", ["query_as_key", "separate_key"])
+def test_gated_maps_equal_the_gated_embedding_times_the_maps(key_mode):
+    gen = torch.Generator().manual_seed(3)
+    spec = ResAGSpec(embed_dim=6, layer_dims={"a": 3}, gate_rank=2, lora_rank=1, key_mode=key_mode)
+    resag = ResAG(spec, 2).double()
+    with torch.no_grad():
+        for param in resag.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64))
+    x = torch.randn(4, 5, 6, generator=gen, dtype=torch.float64)
+    maps = torch.randn(6, 7, generator=gen, dtype=torch.float64)
+    expected = resag.gate(x, torch.ones(4, dtype=torch.long)).hidden @ maps
+    assert torch.allclose(resag.gated_maps(x, 1, maps), expected, rtol=1e-12, atol=1e-12)

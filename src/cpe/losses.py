@@ -94,11 +94,6 @@ class KVLoss:
         """Up_l W_l per concept: (N, k, d_l) -> (N, k, D)."""
         return torch.stack([u @ self.weights[name] for u in up])
 
-    def low_rank(self, hidden: Tensor, readout: Readout) -> Tensor:
-        """z = H Down for every layer, concept-major: (C, n, T, D) -> (C, n, T, L·k), one GEMM per concept."""
-        c, n, t, d = hidden.shape
-        return torch.bmm(hidden.reshape(c, n * t, d), readout.down).view(c, n, t, -1)
-
     def residual_square(self, z: Tensor, readout: Readout) -> Tensor:
         """Σ_l w_l ‖z_l Up_l‖² per item: (C, n, T, L·k) -> (C, n)."""
         c, n, t, _ = z.shape
@@ -144,20 +139,14 @@ class FrozenBank:
         return cls(delta, delta_g, kv.inner(delta, delta_g))
 
 
-def gated(resag: ResAG, x: Tensor) -> Tensor:
-    """Gated embeddings H of concept-major items x (C, n, T, D), concept c through slot c of ``resag``.
-
-    The gate runs once per concept on that concept's n items: element-wise kernels (sigmoid, softmax) then
-    see the same tensor shapes whatever the other concepts, so a concept's numbers are bit-identical
-    to training it alone.
-    """
-    hidden = [resag.gate(x[c], torch.full((x.shape[1],), c, device=x.device)).hidden for c in range(x.shape[0])]
-    return torch.stack(hidden)
-
-
 def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor) -> tuple[Tensor, Tensor]:
-    """z (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D)."""
-    z = kv.low_rank(gated(resag, x), readout)
+    """z = H Down (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D).
+
+    Concept c's items go through slot c in one call of fixed shape, so element-wise kernels (sigmoid,
+    softmax) see the same tensors whatever the other concepts: a concept's numbers are bit-identical to
+    training it alone.
+    """
+    z = torch.stack([resag.gated_maps(x[c], c, readout.down[c]) for c in range(x.shape[0])])
     return z, kv.residual_square(z, readout)
 
 

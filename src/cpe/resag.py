@@ -121,6 +121,20 @@ class ResAG(nn.Module):
         hidden = gate[..., None] * torch.gather(mixed, 1, index).squeeze(1)
         return GateOutput(hidden, choice, gate)
 
+    def gated_maps(self, x: Tensor, concept: int, maps: Tensor) -> Tensor:
+        """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).
+
+        By associativity (A X) M = A (X M), and the gate g = σ(A (X v)) needs the same product, so the
+        token mixing costs T²·(1+m) instead of T²·D per embedding (m = columns of ``maps``, e.g. all layers'
+        Down maps side by side). ``x`` (n, T, D), ``maps`` (D, m) -> (n, T, m). Used by training.
+        """
+        w_query = self.w_query[concept]
+        query = x @ w_query
+        key = query if self.spec.key_mode == "query_as_key" else x @ self.w_key[concept]
+        attention = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
+        mixed = attention @ (x @ torch.cat([self.gate_vector[concept], maps], dim=-1))  # (n, T, 1+m)
+        return torch.sigmoid(mixed[..., :1]) * mixed[..., 1:]
+
     def residual(self, layer: str, g: GateOutput) -> Tensor:
         """``s · H Down_l Up_l`` for one layer, with each token's chosen concept: (B, T, d_l)."""
         down, up = self.down[layer], self.up[layer]
