@@ -135,3 +135,32 @@ def test_gated_maps_equal_the_gated_embedding_times_the_maps(key_mode):
     maps = torch.randn(6, 7, generator=gen, dtype=torch.float64)
     expected = resag.gate(x, torch.ones(4, dtype=torch.long)).hidden @ maps
     assert torch.allclose(resag.gated_maps(x, 1, maps), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_attack_gradient_equals_the_direct_formula():
+    gen = torch.Generator().manual_seed(7)
+    dims = {"x_to_k": 6, "x_to_v": 5}
+    spec = ResAGSpec(embed_dim=8, layer_dims=dims, gate_rank=3, lora_rank=2)
+    resag = ResAG(spec, 2).double().requires_grad_(False)
+    with torch.no_grad():
+        for param in resag.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.5)
+    weights = {n: torch.randn(w, 8, generator=gen, dtype=torch.float64) for n, w in dims.items()}
+    kv = KVLoss(weights, {"x_to_k": 0.7, "x_to_v": 1.3}, 5)
+    target = torch.randn(2, 5, 8, generator=gen, dtype=torch.float64)
+    delta = (torch.randn(2, 3, 5, 8, generator=gen, dtype=torch.float64) * 0.3).requires_grad_(True)
+    fast = torch.autograd.grad(attack_loss(kv, resag, kv.readout(resag), target, delta).sum(), delta)[0]
+
+    def direct():
+        total = 0
+        for c in range(2):
+            x = target[c : c + 1] + delta[c]
+            residuals = resag(x, torch.full((3,), c))
+            total = total + sum(
+                lip * ((x @ weights[n].T + residuals[n] - target[c] @ weights[n].T) ** 2).mean()
+                for n, lip in (("x_to_k", 0.7), ("x_to_v", 1.3))
+            ) / 2
+        return total
+
+    slow = torch.autograd.grad(direct(), delta)[0]
+    assert torch.allclose(fast, slow, rtol=1e-9, atol=1e-12)

@@ -74,8 +74,16 @@ class KVLoss:
         )
 
     def quadratic(self, x: Tensor) -> Tensor:
-        """⟨x, x G⟩ per item: (..., T, D) -> (...)."""
-        return (x * (x @ self.gram_matrix)).sum((-1, -2))
+        """⟨x, x G⟩ per item: (..., T, D) -> (...).
+
+        G is symmetric, so the gradient is 2 x G: written as 2⟨x, y⟩ − ⟨y, x⟩ with y = x G held constant, the
+        value is unchanged and backward reuses y instead of a second (…·T)×D×D product.
+        """
+        with torch.no_grad():
+            y = x @ self.gram_matrix
+        if not x.requires_grad:
+            return (x * y).sum((-1, -2))
+        return (2 * x * y).sum((-1, -2)) - (x.detach() * y).sum((-1, -2))
 
     def inner(self, x: Tensor, y_g: Tensor) -> Tensor:
         """⟨x, y G⟩ per item, with ``y_g`` = y G already computed."""
