@@ -154,7 +154,8 @@ def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor) -> tuple[Te
     softmax) see the same tensors whatever the other concepts: a concept's numbers are bit-identical to
     training it alone.
     """
-    z = torch.stack([resag.gated_maps(x[c], c, readout.down[c]) for c in range(x.shape[0])])
+    # unbind, not x[c]: the backward of C selects would build C zero tensors of x's full size
+    z = torch.stack([resag.gated_maps(items, c, readout.down[c]) for c, items in enumerate(x.unbind(0))])
     return z, kv.residual_square(z, readout)
 
 
