@@ -49,3 +49,21 @@ def test_builder_refuses_to_overwrite_a_trained_pipeline(built):
 def test_builder_cli_rejects_non_positive_steps(tmp_path):
     with pytest.raises(SystemExit, match="--unet-steps must be >= 1"):
         main(["--out", str(tmp_path), "--unet-steps", "0"])
+
+
+def test_denoiser_training_resumed_from_its_checkpoint_gives_identical_weights(tmp_path):
+    from cpe.models import clip_tokenizer_from_assets
+    from cpe.toy.build import _Checkpoints, train_denoiser
+
+    tokenizer = clip_tokenizer_from_assets(model_max_length=TINY.max_length)
+    latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    colours, shapes = ["red", "blue"] * 4, ["circle", "cross"] * 4
+    ckpt = _Checkpoints(tmp_path, TINY)
+    straight, _ = train_denoiser(latents, colours, shapes, tokenizer, TINY, ckpt)  # leaves its step-1 checkpoint
+    assert ckpt.path("denoiser").is_file()
+    resumed, _ = train_denoiser(latents, colours, shapes, tokenizer, TINY, ckpt)  # starts again from step 1
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = BuildConfig(**{**TINY.__dict__, "seed": 1})
+    with pytest.raises(ValueError, match="another configuration"):
+        train_denoiser(latents, colours, shapes, tokenizer, other, _Checkpoints(tmp_path, other))

@@ -30,6 +30,7 @@ from cpe.toy.world import CAPTION_KINDS, COLOURS, SHAPES, caption, render_datase
 PIPELINE_DIR = "pipeline"
 STATE_DIR = ".build"
 INFO_FILE = "build_info.json"
+LOG_FILE = "build_log.jsonl"
 NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear"}
 
@@ -93,26 +94,32 @@ def all_captions() -> list[str]:
 
 
 class _Checkpoints:
-    """Per-stage training state in ``DIR/.build`` (torch.save dicts written atomically)."""
+    """Per-stage training state in ``DIR/.build`` (torch.save dicts written atomically), tied to one config."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root / STATE_DIR
+    def __init__(self, out: Path, cfg: BuildConfig) -> None:
+        self.root = out / STATE_DIR
+        self.log_path = out / LOG_FILE
+        self.config = asdict(cfg)
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}.pt"
 
     def load(self, name: str) -> dict | None:
         p = self.path(name)
-        return torch.load(p, weights_only=False) if p.is_file() else None
+        if not p.is_file():
+            return None
+        state = torch.load(p, weights_only=False)
+        if state.get("config") != self.config:
+            raise ValueError(f"{p} was written by a build with another configuration; delete {self.root} to restart")
+        return state
 
     def save(self, name: str, state: dict) -> None:
-        atomic_write(self.path(name), lambda tmp: torch.save(state, tmp))
+        atomic_write(self.path(name), lambda tmp: torch.save({**state, "config": self.config}, tmp))
 
-
-def _log(root: Path, record: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    def log(self, record: dict) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def train_vae(x: torch.Tensor, cfg: BuildConfig, ckpt: _Checkpoints):
@@ -148,7 +155,7 @@ def train_vae(x: torch.Tensor, cfg: BuildConfig, ckpt: _Checkpoints):
         optimiser.step()
         schedule.step()
         if (step + 1) % 50 == 0:
-            _log(ckpt.root, {"stage": "vae", "step": step + 1, "mse": mse.item(), "time": time.time()})
+            ckpt.log({"stage": "vae", "step": step + 1, "mse": mse.item(), "time": time.time()})
             bar.set_postfix(mse=f"{mse.item():.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_steps:
             ckpt.save("vae", {"model": vae.state_dict(), "optimiser": optimiser.state_dict(),
@@ -219,7 +226,7 @@ def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str],
         schedule.step()
         ema.step(params)
         if (step + 1) % 50 == 0:
-            _log(ckpt.root, {"stage": "unet", "step": step + 1, "loss": loss.item(), "time": time.time()})
+            ckpt.log({"stage": "unet", "step": step + 1, "loss": loss.item(), "time": time.time()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.unet_steps:
             ckpt.save("denoiser", {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
@@ -269,7 +276,7 @@ def build(out: str | Path, cfg: BuildConfig, overwrite: bool = False) -> Path:
     if (pipeline_dir / "model_index.json").exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite the trained pipeline in {pipeline_dir} (pass --overwrite)")
     started = time.time()
-    ckpt = _Checkpoints(out)
+    ckpt = _Checkpoints(out, cfg)
     tokenizer = clip_tokenizer_from_assets(model_max_length=cfg.max_length)
     images, colours, shapes = render_dataset(cfg.dataset_size, seed=cfg.seed)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
