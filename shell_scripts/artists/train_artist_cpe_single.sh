@@ -7,20 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CONFIG=${CONFIG:-configs/artists/train.yaml}
-MODEL=${MODEL:-CompVis/stable-diffusion-v1-4}   # hub id or local pipeline folder
 GATE_RANK=${GATE_RANK:-16}
 GUIDE=${GUIDE:-0.5}
 PAL=${PAL:-10000}
-NOISE=${NOISE:-0.001}
-ST_IDX=${ST_IDX:-0}
 END_IDX=${END_IDX:-100}      # exclusive
-CONCEPT_BATCH=${CONCEPT_BATCH:-1}
-DEVICE=${DEVICE:-auto}
 OUTPUT=${OUTPUT:-output/artists}
-LAUNCH=${LAUNCH:-python}
-
-$LAUNCH train_cpe.py \
-    --config "$CONFIG" --model "$MODEL" \
-    --gate_rank "$GATE_RANK" --guidance "$GUIDE" --pal "$PAL" --noise "$NOISE" \
-    --st_idx "$ST_IDX" --end_idx "$END_IDX" \
-    --concept_batch "$CONCEPT_BATCH" --device "$DEVICE" --output "$OUTPUT" "$@"
+source shell_scripts/common/train.sh

@@ -17,28 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 GEN_CONFIG=${GEN_CONFIG:-configs/celebs/gen/erased.yaml}
-MODEL=${MODEL:-CompVis/stable-diffusion-v1-4}   # hub id or local pipeline folder
 GUIDE=${GUIDE:-0.3}
 PAL=${PAL:-100000.0}
 GATE_RANK=${GATE_RANK:-16}
-NOISE=${NOISE:-0.001}
-ERASERS=${ERASERS-output/celebs/celeb_single_guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
-SAVE_ENV=${SAVE_ENV:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
-DATA_DIR=${DATA_DIR:-}
-ST_IDX=${ST_IDX:-}
-END_IDX=${END_IDX:-}        # inclusive
-GRID=${GRID:-0}
-LAUNCH=${LAUNCH:-python}
-
-if [ ! -f "$GEN_CONFIG" ]; then
-    echo "error: GEN_CONFIG does not exist: $GEN_CONFIG" >&2
-    exit 2
-fi
-args=(--config "$GEN_CONFIG" --model "$MODEL")
-if [ -n "$ERASERS" ]; then args+=(--erasers "$ERASERS" --save_env "$SAVE_ENV"); fi
-if [ -n "$DATA_DIR" ]; then args+=(--data_dir "$DATA_DIR"); fi
-if [ -n "$ST_IDX" ]; then args+=(--first_row "$ST_IDX"); fi
-if [ -n "$END_IDX" ]; then args+=(--last_row "$END_IDX"); fi
-if [ "$GRID" = 1 ]; then args+=(--grid); fi
-
-$LAUNCH generate.py "${args[@]}" "$@"
+DOMAIN=celebs
+EXPERIMENT_PREFIX=celeb
+source shell_scripts/common/generate.sh
