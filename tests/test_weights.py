@@ -171,12 +171,15 @@ def test_mixed_ranks_cannot_merge(tmp_path, field, kwargs, message):
         load_erasers([a, b])
 
 
-def test_mixed_ranks_inside_one_file_are_rejected(tmp_path):
-    unet = tiny_unet("sd1")
-    path = save_gate_file(trained_like(unet), tmp_path / "a_last.safetensors", concept="a")
-    tensors = load_file(path)
+def saved_tensors(path):
+    """A gate file's tensors and metadata, to be edited and written back with ``save_file``."""
     with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
+        return {key: f.get_tensor(key) for key in f.keys()}, f.metadata()
+
+
+def test_mixed_ranks_inside_one_file_are_rejected(tmp_path):
+    path = save_gate_file(trained_like(tiny_unet("sd1")), tmp_path / "a_last.safetensors", concept="a")
+    tensors, meta = saved_tensors(path)
     layer = next(k for k in tensors if k.endswith(".down"))[: -len(".down")]
     tensors[f"{layer}.down"] = torch.zeros(1, 32, 2)
     tensors[f"{layer}.up"] = torch.zeros(1, 2, 16)
@@ -199,9 +202,7 @@ def test_corrupt_and_truncated_files_are_rejected(tmp_path):
 def test_missing_layer_is_rejected(tmp_path):
     unet = tiny_unet("sd1")
     path = save_gate_file(trained_like(unet), tmp_path / "a_last.safetensors", concept="a")
-    tensors = load_file(path)
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
+    tensors, meta = saved_tensors(path)
     layer = next(k for k in tensors if k.endswith(".up"))[: -len(".up")]
     del tensors[f"{layer}.up"]
     save_file(tensors, str(path), metadata=meta)
