@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from cpe.io_utils import atomic_write, atomic_write_text
 from cpe.manifest import check_manifest
@@ -38,6 +38,7 @@ from cpe.toy.prompt_sets import kind_of
 from cpe.toy.world import COLOURS, SHAPES
 
 MIN_IMAGES = 2
+LABEL_WIDTH = 64  # left band of the grid with the row labels
 
 
 @dataclass
@@ -182,7 +183,7 @@ def render_markdown(results: dict) -> str:
 
 
 def comparison_grid(erased: ScoredImages, original: ScoredImages, scale: int = 3, max_columns: int = 29) -> Image.Image:
-    """Original (top row) above erased (bottom row), one column per prompt (its first seed), same seeds."""
+    """Original (top row, labelled) above erased (bottom row), one column per prompt (its first seed), same seeds."""
     by_key = {k: i for i, k in enumerate(original.keys)}
     columns, seen = [], set()
     for i, key in enumerate(erased.keys):
@@ -193,11 +194,14 @@ def comparison_grid(erased: ScoredImages, original: ScoredImages, scale: int = 3
     if not columns:
         raise ValueError("no prompt and seed is shared by the erased and the original images")
     size = 32 * scale
-    canvas = Image.new("RGB", (size * len(columns), 2 * size + 2), "white")
+    canvas = Image.new("RGB", (LABEL_WIDTH + size * len(columns), 2 * size + 2), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, label in enumerate(("original", "erased")):
+        draw.text((4, r * (size + 2) + size // 2 - 6), label, fill="black", font=ImageFont.load_default())
     for c, (o, e) in enumerate(columns):
         for r, path in enumerate((original.files[o], erased.files[e])):
             tile = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
-            canvas.paste(tile, (c * size, r * (size + 2)))
+            canvas.paste(tile, (LABEL_WIDTH + c * size, r * (size + 2)))
     return canvas
 
 
