@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from cpe.resag import GateOutput, ResAG
+from cpe.toy.experiments import generate_subsets
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -64,17 +65,7 @@ def train_variant(name: str, kind: str, index: int, out: Path) -> tuple[Path, fl
 
 
 def generate(out: Path, experiment: str, erasers: list[Path], subsets: tuple[str, ...], steps: int) -> list[Path]:
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import run_generation
-    from cpe.toy import TOY_MODEL_DIR
-
-    folders = []
-    for subset in subsets:
-        cfg = load_gen_config(REPO / "configs" / "toy" / "gen" / f"{subset}.yaml",
-                              {"data_dir": str(out / "prompts"), "save_root": str(out / "images"),
-                               "num_inference_steps": steps})
-        folders.append(run_generation(cfg, str(TOY_MODEL_DIR), erasers, experiment=experiment, device="cpu").out_dir)
-    return folders
+    return generate_subsets(REPO / "configs" / "toy" / "gen", out, experiment, erasers, subsets, steps)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cpe.toy import TOY_CLASSIFIER_FILE, TOY_MODEL_DIR
+from cpe.toy.experiments import generate_subsets
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 10  # sampling steps, the same for the original and the erased model
@@ -40,16 +41,7 @@ def _train(work: Path, kind: str) -> Path:
 
 
 def _generate(work: Path, experiment: str, erasers: list[Path], subsets: tuple[str, ...]) -> list[Path]:
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import run_generation
-
-    folders = []
-    for subset in subsets:
-        cfg = load_gen_config(REPO / "configs" / "toy" / "gen" / f"{subset}.yaml",
-                              {"data_dir": str(work / "prompts"), "save_root": str(work / "images"),
-                               "num_inference_steps": STEPS})
-        folders.append(run_generation(cfg, str(TOY_MODEL_DIR), erasers, experiment=experiment, device="cpu").out_dir)
-    return folders
+    return generate_subsets(REPO / "configs" / "toy" / "gen", work, experiment, erasers, subsets, STEPS)
 
 
 @pytest.fixture(scope="module")
