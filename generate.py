@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--experiment", "--save_env", dest="experiment",
                    help="output folder name under save_root (default: the erasers' experiment folder, or 'original')")
     p.add_argument("--grid", action="store_true", help="one labelled PNG per prompt: original vs erased, same seed")
+    p.add_argument("--pad_ranks", action="store_true",
+                   help="merge erasers of different gate/low ranks (celebrities + explicit) exactly by zero-padding")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the accelerate process's device)")
     overrides = p.add_argument_group("config overrides")
     overrides.add_argument("--data_dir", help="folder of the prompt CSVs (relative prompt_path values)")
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         from cpe.generation import describe, run_generation
 
         summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
-                                 config_path=args.config, grid=args.grid, device=args.device)
+                                 config_path=args.config, grid=args.grid, device=args.device,
+                                 pad_ranks=args.pad_ranks)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

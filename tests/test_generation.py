@@ -267,3 +267,17 @@ def test_generation_config_rejects_wrong_types_and_names_the_file(tmp_path):
     path.write_text("prompt_path: x.csv\n")
     cfg = load_gen_config(path, {"batch_size": 8, "last_row": None})
     assert (cfg.subset, cfg.batch_size, cfg.last_row) == ("bad", 8, None)
+
+
+def test_erasers_of_different_ranks_merge_only_when_asked(tiny_pipeline_dir, tmp_path):
+    unet = load_unet(str(tiny_pipeline_dir))
+    small = write_gate(tmp_path / "a", unet, "adam driver", seed=1)
+    wide = ResAG(spec_for_unet(unet, gate_rank=8, lora_rank=2))
+    wide_path = save_gate_file(wide, tmp_path / "b" / "cat" / "cpe_last.safetensors", concept="cat")
+    cfg = tiny_config(tmp_path / "out", last_row=1)
+    with pytest.raises(ValueError, match=r"gate rank r 8 differs from 16 .*pad_ranks"):
+        run_generation(cfg, str(tiny_pipeline_dir), [small, wide_path], device="cpu")
+    assert not (tmp_path / "out").exists()
+    summary = run_generation(cfg, str(tiny_pipeline_dir), [small, wide_path], device="cpu", pad_ranks=True)
+    assert summary.generated == 2
+    assert [e["name"] for e in read_manifest(summary.out_dir)[0]["erasers"]] == ["adam driver", "cat"]

@@ -74,14 +74,14 @@ class GenerationPipeline:
     """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, pad_ranks: bool = False) -> None:
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
         resag = None
         if erasers:
-            resag, self.infos = load_erasers(list(erasers))
-            if cfg.gate_rank is not None and resag.spec.gate_rank != cfg.gate_rank:
+            resag, self.infos = load_erasers(list(erasers), pad_ranks=pad_ranks)
+            if not pad_ranks and cfg.gate_rank is not None and resag.spec.gate_rank != cfg.gate_rank:
                 raise ValueError(
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
@@ -229,12 +229,16 @@ def run_generation(
     config_path: str = "",
     grid: bool = False,
     device: str | None = None,
+    pad_ranks: bool = False,
 ) -> GenerationSummary:
-    """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first."""
+    """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first.
+
+    ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``).
+    """
     start = time.perf_counter()
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
-    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device)
+    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks)
     out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
     old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
