@@ -26,21 +26,26 @@ def layer_name(module_path: str) -> str:
     return "lora_unet_" + module_path.replace(".", "_")
 
 
+def _projection_sites(unet: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module]]:
+    """Layer name -> (attention module, "to_k"/"to_v", current projection) for every cross-attention."""
+    sites = {}
+    for path, module in unet.named_modules():
+        if getattr(module, "is_cross_attention", False):
+            for projection in PROJECTIONS:
+                current = getattr(module, projection, None)
+                if isinstance(current, (nn.Linear, ResAGLinear)):
+                    sites[layer_name(f"{path}.{projection}")] = (module, projection, current)
+    if not sites:
+        raise ValueError(f"{type(unet).__name__} has no cross-attention to_k/to_v projections")
+    return sites
+
+
 def cross_attention_projections(unet: nn.Module) -> dict[str, nn.Linear]:
     """Every cross-attention to_k / to_v of ``unet`` (in ``named_modules`` order), by layer name."""
-    found: dict[str, nn.Linear] = {}
-    for path, module in unet.named_modules():
-        if not getattr(module, "is_cross_attention", False):
-            continue
-        for projection in PROJECTIONS:
-            linear = getattr(module, projection, None)
-            if isinstance(linear, ResAGLinear):
-                linear = linear.base
-            if isinstance(linear, nn.Linear):
-                found[layer_name(f"{path}.{projection}")] = linear
-    if not found:
-        raise ValueError(f"{type(unet).__name__} has no cross-attention to_k/to_v projections")
-    return found
+    return {
+        name: current.base if isinstance(current, ResAGLinear) else current
+        for name, (_, _, current) in _projection_sites(unet).items()
+    }
 
 
 def spec_for_unet(
@@ -124,15 +129,10 @@ class CPENetwork(nn.Module):
         """Wrap every cross-attention to_k / to_v of ``unet``; layers must match the ResAG exactly."""
         if self._attached:
             raise RuntimeError("this network is already attached; detach it first")
-        found = {}
-        for path, module in unet.named_modules():
-            if getattr(module, "is_cross_attention", False):
-                for projection in PROJECTIONS:
-                    linear = getattr(module, projection, None)
-                    if isinstance(linear, ResAGLinear):
-                        raise RuntimeError(f"{path}.{projection} already carries a ResAG; detach that one first")
-                    if isinstance(linear, nn.Linear):
-                        found[layer_name(f"{path}.{projection}")] = (module, projection, linear)
+        found = _projection_sites(unet)
+        for name, (_, _, current) in found.items():
+            if isinstance(current, ResAGLinear):
+                raise RuntimeError(f"{name} already carries a ResAG; detach that one first")
         self._check_layers({name: linear for name, (_, _, linear) in found.items()})
         for name, (parent, projection, linear) in found.items():
             setattr(parent, projection, ResAGLinear(linear, name, self))
