@@ -7,11 +7,6 @@
 #   bash ... --experiment other_experiment --device cuda:1 --allow-mismatch   # extra CLI arguments
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-GUIDE=${GUIDE:-0.5} PAL=${PAL:-10000.0} GATE_RANK=${GATE_RANK:-16} NOISE=${NOISE:-0.001}
-EXPERIMENT=${EXPERIMENT:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
-ROOT=${ROOT:-generated_images/artists}
-OUT=${OUT:-results/artists}
-INCEPTION=${INCEPTION:-${CPE_INCEPTION_PATH:-}}
-
-python -m cpe.metrics.evaluate --domain artists --root "$ROOT" --experiment "$EXPERIMENT" --out "$OUT" \
-    ${INCEPTION:+--inception "$INCEPTION"} "$@"
+GUIDE=${GUIDE:-0.5} PAL=${PAL:-10000.0} GATE_RANK=${GATE_RANK:-16}
+DOMAIN=artists
+source shell_scripts/common/evaluate.sh

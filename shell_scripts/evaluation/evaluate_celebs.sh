@@ -9,11 +9,6 @@
 #   bash ... --experiment other_experiment --device cuda:1 --allow-mismatch   # extra CLI arguments
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-GUIDE=${GUIDE:-0.3} PAL=${PAL:-100000.0} GATE_RANK=${GATE_RANK:-16} NOISE=${NOISE:-0.001}
-EXPERIMENT=${EXPERIMENT:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
-ROOT=${ROOT:-generated_images/celebs}
-OUT=${OUT:-results/celebs}
-INCEPTION=${INCEPTION:-${CPE_INCEPTION_PATH:-}}
-
-python -m cpe.metrics.evaluate --domain celebs --root "$ROOT" --experiment "$EXPERIMENT" --out "$OUT" \
-    ${INCEPTION:+--inception "$INCEPTION"} "$@"
+GUIDE=${GUIDE:-0.3} PAL=${PAL:-100000.0} GATE_RANK=${GATE_RANK:-16}
+DOMAIN=celebs
+source shell_scripts/common/evaluate.sh

@@ -7,11 +7,6 @@
 #   bash ... --experiment other_experiment --device cuda:1 --allow-mismatch   # extra CLI arguments
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-GUIDE=${GUIDE:-3.0} PAL=${PAL:-10000.0} GATE_RANK=${GATE_RANK:-64} NOISE=${NOISE:-0.001}
-EXPERIMENT=${EXPERIMENT:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
-ROOT=${ROOT:-generated_images/explicit}
-OUT=${OUT:-results/explicit}
-INCEPTION=${INCEPTION:-${CPE_INCEPTION_PATH:-}}
-
-python -m cpe.metrics.evaluate --domain explicit --root "$ROOT" --experiment "$EXPERIMENT" --out "$OUT" \
-    ${INCEPTION:+--inception "$INCEPTION"} "$@"
+GUIDE=${GUIDE:-3.0} PAL=${PAL:-10000.0} GATE_RANK=${GATE_RANK:-64}
+DOMAIN=explicit
+source shell_scripts/common/evaluate.sh
