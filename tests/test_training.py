@@ -13,7 +13,7 @@ from cpe.config import load_train_config
 from cpe.model_zoo import build_tiny_pipeline
 from cpe.models import load_cross_attention_weights, load_unet
 from cpe.network import cross_attention_projections
-from cpe.prompts import erase_pairs
+from cpe.prompts import erase_pairs, load_concepts
 from cpe.weights import load_erasers, read_gate_file
 
 # Two stages with an adversarial phase, a few steps each: enough to exercise every code path.
@@ -73,7 +73,7 @@ def test_training_lowers_the_erase_loss_tenfold_while_anchors_barely_move(tiny8,
 
     model = training.load_frozen(cfg, torch.device("cpu"))
     side = training.load_prompt_side(cfg, model)
-    concept = training.load_concepts(cfg.path(cfg.prompts.concepts), "a person", cfg.train.guidance)[0]
+    concept = load_concepts(cfg.path(cfg.prompts.concepts), "a person", cfg.train.guidance)[0]
     resag, _ = load_erasers([gate_file])
     pairs = erase_pairs(concept, side.templates, "{concept}")
     target, neutral = model.encode([t for t, _ in pairs]), model.encode([n for _, n in pairs])
@@ -137,7 +137,7 @@ def test_finished_concepts_are_skipped_unless_overwrite(alone, tiny8, tmp_path):
 
 def test_non_finite_loss_stops_naming_concept_stage_and_step(tiny8, tmp_path, monkeypatch):
     cfg = load_train_config(small_config(tmp_path, tiny8, **SHORT))
-    real_losses = training.erase_losses
+    real_losses = training.loop.erase_losses
     calls = []
 
     def poisoned(kv, resag, batch, bank):
@@ -147,7 +147,7 @@ def test_non_finite_loss_stops_naming_concept_stage_and_step(tiny8, tmp_path, mo
             losses["erase"] = losses["erase"] * float("nan")
         return losses
 
-    monkeypatch.setattr(training, "erase_losses", poisoned)
+    monkeypatch.setattr(training.loop, "erase_losses", poisoned)  # the name the stage loop calls
     with pytest.raises(training.TrainingError, match="concept.s. adam driver at stage 2 step 2"):
         training.train(cfg, 0, 1)
     checkpoint = torch.load(cfg.output_dir() / "adam_driver" / training.CHECKPOINT, weights_only=True)

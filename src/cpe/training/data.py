@@ -1,0 +1,146 @@
+"""Training data: the frozen model side and, per concept, its prompts, embeddings and anchor pool."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cpe.anchors import EmbeddingStore, most_similar, templated_pool
+from cpe.config import TrainConfig
+from cpe.losses import KVLoss, lipschitz_weights
+from cpe.models import encode_prompts, load_cross_attention_weights, load_text_encoder, load_tokenizer, resolve_dtype
+from cpe.network import layer_name
+from cpe.prompts import Concept, erase_pairs, load_templates, misaligned_pairs, read_csv_column, unique
+from cpe.resag import ResAGSpec
+
+log = logging.getLogger(__name__)
+
+
+def concept_seed(train_seed: int, target: str) -> int:
+    """A concept's own seed, derived from (train_seed, target) only."""
+    return int.from_bytes(hashlib.sha256(f"{train_seed}\x00{target}".encode()).digest()[:8], "little") >> 1
+
+
+
+
+@dataclass
+class FrozenModel:
+    """Tokenizer + text encoder, the cross-attention weights as losses need them, the ResAG spec."""
+
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    kv: KVLoss
+    spec: ResAGSpec
+    device: torch.device
+
+    @property
+    def tokens(self) -> int:
+        return self.tokenizer.model_max_length
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> Tensor:
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts).float()
+
+
+def load_frozen(cfg: TrainConfig, device: torch.device) -> FrozenModel:
+    """Text side and cross-attention weights only; the UNet itself is never built (method.md §2.1)."""
+    dtype = resolve_dtype(cfg.model.dtype)
+    tokenizer = load_tokenizer(cfg.model.path)
+    text_encoder = load_text_encoder(cfg.model.path, device=device, dtype=dtype)
+    attention = load_cross_attention_weights(cfg.model.path, device=device, dtype=torch.float32)
+    projections = {
+        layer_name(f"{path}.{part}"): weights[part] for path, weights in attention.items() for part in ("to_k", "to_v")
+    }
+    kv = KVLoss(projections, lipschitz_weights(attention, tokenizer.model_max_length), tokenizer.model_max_length)
+    net = cfg.network
+    spec = ResAGSpec(
+        embed_dim=next(iter(projections.values())).shape[1],
+        layer_dims={name: w.shape[0] for name, w in projections.items()},
+        gate_rank=net.gate_rank, lora_rank=net.lora_rank, alpha=net.alpha, key_mode=net.key_mode,
+    )
+    return FrozenModel(tokenizer, text_encoder, kv, spec, device)
+
+
+
+
+
+@dataclass
+class ConceptData:
+    concept: Concept
+    generator: torch.Generator
+    target: Tensor  # E_T per template (M, T, D), on the device
+    diff: Tensor  # (1+g)(E_N − E_T) per template
+    pool: Tensor  # rows of the anchor store
+
+
+@dataclass
+class PromptSide:
+    templates: list[str]
+    general_words: list[str]
+    candidates: list[str]
+    sentences: list[str]
+    candidate_embeddings: Tensor | None = None  # set by encode_prompt_side
+    empty: Tensor | None = None  # E_∅ (T, D)
+
+
+def read_prompt_lists(cfg: TrainConfig) -> PromptSide:
+    """Templates and anchor lists, validated before any model is loaded."""
+    p, a = cfg.prompts, cfg.anchors
+    templates = load_templates(cfg.path(p.templates), p.template_column, p.placeholder, p.template_word, p.include_bare)
+    sentences = unique(read_csv_column(cfg.path(a.sentences), a.sentences_column)) if a.sentences else []
+    general = unique(read_csv_column(cfg.path(a.general_words), a.general_words_column)) if a.general_words else []
+    candidates = unique(read_csv_column(cfg.path(a.candidates), a.candidates_column)) if a.candidates else []
+    return PromptSide(templates, general, candidates, sentences)
+
+
+def encode_prompt_side(side: PromptSide, model: FrozenModel) -> PromptSide:
+    """Encode the candidate names (for the similarity search) and the empty prompt."""
+    names = side.candidates
+    if names:
+        side.candidate_embeddings = torch.cat([model.encode(names[i : i + 64]).cpu() for i in range(0, len(names), 64)])
+    side.empty = model.encode([""])[0]
+    return side
+
+
+def load_prompt_side(cfg: TrainConfig, model: FrozenModel) -> PromptSide:
+    return encode_prompt_side(read_prompt_lists(cfg), model)
+
+
+def anchor_prompts(cfg: TrainConfig, side: PromptSide, model: FrozenModel, concept: Concept) -> list[str]:
+    """The concept's anchor pool: benign sentences, or general words + top-K similar names in every template."""
+    if side.sentences:
+        return side.sentences
+    names: list[str] = []
+    if side.candidate_embeddings is not None:
+        target = model.encode([concept.target])[0].cpu()
+        names = most_similar(target, side.candidate_embeddings, side.candidates, concept.target, cfg.anchors.top_k)
+    anchors = unique(side.general_words + names)
+    return templated_pool(anchors, side.templates, cfg.prompts.placeholder)
+
+
+def prepare_batch(
+    cfg: TrainConfig, side: PromptSide, model: FrozenModel, concepts: list[Concept]
+) -> tuple[list[ConceptData], EmbeddingStore]:
+    pools = [anchor_prompts(cfg, side, model, c) for c in concepts]
+    store = EmbeddingStore(
+        lambda prompts: model.encode(prompts).cpu(), [q for pool in pools for q in pool],
+        resolve_dtype(cfg.anchors.cache_dtype),
+    )
+    data = []
+    for concept, pool in zip(concepts, pools, strict=True):
+        pairs = erase_pairs(concept, side.templates, cfg.prompts.placeholder)
+        shifted = misaligned_pairs(model.tokenizer, pairs)
+        if shifted:
+            log.warning("%s: %d of %d target/neutral pairs tokenize to different lengths (e.g. %r)",
+                        concept.target, len(shifted), len(pairs), shifted[0])
+        target = model.encode([t for t, _ in pairs])
+        neutral = model.encode([n for _, n in pairs])
+        generator = torch.Generator().manual_seed(concept_seed(cfg.train.seed, concept.target))
+        data.append(ConceptData(concept, generator, target, (1 + concept.guidance) * (neutral - target),
+                                store.indices(pool)))
+    return data, store
+

@@ -1,0 +1,138 @@
+"""A training run: which concepts to train (skip, resume, overwrite), process sharding, batches of concepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cpe.config import TrainConfig
+from cpe.models import check_model_source, resolve_device
+from cpe.prompts import Concept, load_concepts
+from cpe.training.data import PromptSide, encode_prompt_side, load_frozen, prepare_batch, read_prompt_lists
+from cpe.training.files import ConceptPaths, TrainingError, read_checkpoint
+from cpe.training.loop import BatchTrainer, erase_phase
+
+log = logging.getLogger(__name__)
+
+
+def concept_range(concepts: Sequence[Concept], start: int, end: int | None, source: str) -> list[Concept]:
+    """``concepts[start:end]`` (end exclusive, default all); an out-of-range request is an error."""
+    end = len(concepts) if end is None else end
+    if not 0 <= start < end <= len(concepts):
+        raise IndexError(f"concept range [{start}, {end}) out of bounds for {len(concepts)} concepts in {source}")
+    return list(concepts[start:end])
+
+
+def plan(cfg: TrainConfig, concepts: list[Concept], resume: bool, overwrite: bool) -> list[tuple[Concept, dict | None]]:
+    """Which concepts still need training, with the checkpoint each resumes from (finished ones skipped)."""
+    root = cfg.output_dir()
+    todo = []
+    for concept in concepts:
+        paths = ConceptPaths(root / concept.folder, cfg.save.name)
+        if overwrite:
+            if paths.folder.exists():
+                shutil.rmtree(paths.folder)
+            todo.append((concept, None))
+            continue
+        if paths.last.is_file():
+            log.info("%s: already trained (%s), skipped", concept.target, paths.last)
+            continue
+        if paths.checkpoint.is_file() and resume:
+            todo.append((concept, read_checkpoint(paths, cfg, concept)))
+        elif paths.folder.is_dir() and any(paths.folder.iterdir()) and not resume:
+            raise TrainingError(f"{paths.folder} holds an unfinished run; pass --resume to continue or --overwrite")
+        else:
+            todo.append((concept, None))
+    return todo
+
+
+def batches(todo: list[tuple[Concept, dict | None]], size: int) -> Iterator[list[tuple[Concept, dict | None]]]:
+    """Concepts at the same resume stage, ``size`` at a time (first-come order kept within a stage)."""
+    by_stage: dict[int, list] = {}
+    for item in todo:
+        by_stage.setdefault(0 if item[1] is None else item[1]["stages_done"], []).append(item)
+    for stage in sorted(by_stage):
+        group = by_stage[stage]
+        for i in range(0, len(group), size):
+            yield group[i : i + size]
+
+
+@dataclass
+class TrainSummary:
+    trained: list[Path]
+    skipped: int
+    seconds: float
+
+
+def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool = False, overwrite: bool = False,
+          guidance_override: float | None = None) -> TrainSummary:
+    """Train concepts ``[start, end)`` of the config's list; with accelerate, each process takes a share."""
+    from accelerate import PartialState
+
+    begin = time.perf_counter()
+    state = PartialState(cpu=cfg.model.device == "cpu")
+    p = cfg.prompts
+    concepts = load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance)
+    if guidance_override is not None:
+        concepts = [dataclasses.replace(c, guidance=guidance_override) for c in concepts]
+    selected = concept_range(concepts, start, end, str(cfg.path(p.concepts)))
+    lists = read_prompt_lists(cfg)
+    check_model_source(cfg.model.path)
+    device = state.device if cfg.model.device == "auto" else resolve_device(cfg.model.device)
+    with state.split_between_processes(selected) as mine:
+        mine = list(mine)
+    todo = plan(cfg, mine, resume, overwrite)
+    trained: list[Path] = []
+    if todo:
+        # The gate's query weights start near 1e-8, so their Adam statistics become denormal floats, which x86
+        # CPUs process very slowly (4x slower steps at SD v1.4 shapes): flush them to zero while training.
+        flush = device.type == "cpu"
+        if flush:
+            torch.set_flush_denormal(True)
+        try:
+            trained = _train_todo(cfg, todo, lists, device)
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
+    state.wait_for_everyone()
+    return TrainSummary(trained, len(mine) - len(todo), time.perf_counter() - begin)
+
+
+def _train_todo(cfg: TrainConfig, todo: list, lists: PromptSide, device: torch.device) -> list[Path]:
+    """Load the frozen model once, then train the pending concepts batch by batch."""
+    model = load_frozen(cfg, device)
+    side = encode_prompt_side(lists, model)
+    root = cfg.output_dir()
+    trained: list[Path] = []
+    for group in tqdm(list(batches(todo, cfg.train.concept_batch)), desc="concept batches", dynamic_ncols=True,
+                      disable=len(todo) == 1):
+        concepts_here = [c for c, _ in group]
+        data, store = prepare_batch(cfg, side, model, concepts_here)
+        log.info("anchor store for %s: %d prompts, %.1f MB", [c.target for c in concepts_here],
+                 len(store.rows), store.nbytes / 2**20)
+        paths = [ConceptPaths(root / c.folder, cfg.save.name) for c in concepts_here]
+        for path in paths:
+            path.folder.mkdir(parents=True, exist_ok=True)
+        checkpoints = [ckpt for _, ckpt in group]
+        start_stage = 0 if checkpoints[0] is None else checkpoints[0]["stages_done"]
+        BatchTrainer(cfg, model, side, data, store, paths, start_stage, checkpoints).train()
+        trained.extend(path.last for path in paths)
+    return trained
+
+
+def describe(cfg: TrainConfig) -> str:
+    """One line with the step counts of the schedule (for the CLI banner)."""
+    t, a = cfg.train, cfg.adversarial
+    erase = sum(erase_phase(cfg, s).steps for s in range(t.num_stages))
+    adv = a.iterations * t.num_stages if a.enabled else 0
+    return (f"{t.num_stages} stages, {erase} erase + {adv} adversarial steps per concept, "
+            f"g={t.guidance} pal={t.pal:g} r={cfg.network.gate_rank} k={cfg.network.lora_rank}, "
+            f"S={cfg.anchors.per_step} P={a.num_embeddings} noise={cfg.anchors.noise_scale:g}")
