@@ -149,7 +149,7 @@ def test_resume_regenerates_exactly_the_deleted_images(plain, tiny_pipeline_dir,
 
 
 def test_grid_mode_puts_original_and_erased_side_by_side(plain, gates, tiny_pipeline_dir, tmp_path):
-    cfg = tiny_config(tmp_path, last_row=0)
+    cfg = tiny_config(tmp_path, last_row=1)
     summary = run_generation(cfg, str(tiny_pipeline_dir), [gates["random"]], grid=True, device="cpu")
     grids = sorted((summary.out_dir / "grids").glob("*.png"))
     assert [g.name for g in grids] == ["0_A_portrait_of_Adam_Driver_1.png"]
@@ -274,7 +274,7 @@ def test_erasers_of_different_ranks_merge_only_when_asked(tiny_pipeline_dir, tmp
     small = write_gate(tmp_path / "a", unet, "adam driver", seed=1)
     wide = ResAG(spec_for_unet(unet, gate_rank=8, lora_rank=2))
     wide_path = save_gate_file(wide, tmp_path / "b" / "cat" / "cpe_last.safetensors", concept="cat")
-    cfg = tiny_config(tmp_path / "out", last_row=1)
+    cfg = tiny_config(tmp_path / "out", last_row=2)
     with pytest.raises(ValueError, match=r"gate rank r 8 differs from 16 .*pad_ranks"):
         run_generation(cfg, str(tiny_pipeline_dir), [small, wide_path], device="cpu")
     assert not (tmp_path / "out").exists()

@@ -82,3 +82,19 @@ def test_prompt_csv_carries_row_guidance_and_large_seeds():
     table = read_prompt_csv(REPO / "tests" / "fixtures" / "gen_prompts_guidance.csv", first_row=1)
     assert [(r.row, r.seed, r.guidance) for r in table.rows] == [(1, 42, 7.0), (2, 7, 12.0)]
     assert table.rows[1].extra == {"index": "2", "categories": "shocking", "case_number": "2"}
+
+
+def test_row_ranges_are_half_open_like_the_training_concept_range(tmp_path):
+    prompts = REPO / "tests" / "fixtures" / "gen_prompts.csv"  # 6 rows, row 3 has an empty prompt
+    assert [r.row for r in read_prompt_csv(prompts, 1, 3).rows] == [1, 2]
+    assert [r.row for r in read_prompt_csv(prompts, 4).rows] == [4, 5]
+    table = read_prompt_csv(prompts, 2, 100)  # an end past the file is clipped
+    assert ([r.row for r in table.rows], table.skipped_empty) == ([2, 4, 5], 1)
+    config = tmp_path / "erased.yaml"
+    config.write_text(f"prompt_path: {prompts}\nfirst_row: 2\nlast_row: 2\n")
+    with pytest.raises(ValueError, match=r"erased\.yaml: row range \[2, 2\) is empty"):
+        load_gen_config(config)
+    script = REPO / "shell_scripts" / "celebs" / "generate_by_celeb_model.sh"
+    env = {**os.environ, "LAUNCH": "echo", "ST_IDX": "0", "END_IDX": "10"}
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out[out.index("--first_row") + 1 :][:3] == ["0", "--last_row", "10"]

@@ -9,7 +9,7 @@
 # Every variable can be set from the environment, e.g.
 #   GEN_CONFIG=configs/celebs/gen/coco_30k.yaml bash shell_scripts/celebs/generate_by_celeb_model.sh
 #   ERASERS= bash ...            # the original model (the KID/FID reference) -> <save_root>/original/<subset>
-#   GRID=1 ST_IDX=0 END_IDX=9 bash ...   # labelled original-vs-erased PNGs for rows 0..9 (in <subset>/grids)
+#   GRID=1 ST_IDX=0 END_IDX=10 bash ...  # labelled original-vs-erased PNGs for rows [0, 10) (in <subset>/grids)
 #   DATA_DIR=../shared/data/reference/generation_prompts bash ...   # where the prompt CSVs are
 #   LAUNCH="accelerate launch --num_processes 4" bash ...          # rows split across 4 GPUs
 # Extra arguments are passed to generate.py (e.g. --batch_size 8 --device cuda:1).

@@ -6,7 +6,7 @@ ERASERS=${ERASERS-output/${DOMAIN}/${EXPERIMENT_PREFIX}_single_guide${GUIDE}_pal
 SAVE_ENV=${SAVE_ENV:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
 DATA_DIR=${DATA_DIR:-}
 ST_IDX=${ST_IDX:-}
-END_IDX=${END_IDX:-}        # inclusive
+END_IDX=${END_IDX:-}        # rows [ST_IDX, END_IDX): end exclusive, like training
 GRID=${GRID:-0}
 LAUNCH=${LAUNCH:-python}
 

@@ -33,8 +33,8 @@ class GenerationConfig:
     batch_size: int = 1  # prompt rows per pipeline call (images do not depend on it)
     save_root: str = "generated_images"
     gate_rank: int | None = None  # when set, loaded erasers must have this gate rank
-    first_row: int | None = None  # inclusive range of CSV data rows (0-based); None = from the start
-    last_row: int | None = None  # None = to the end
+    first_row: int | None = None  # CSV data rows [first_row, last_row), 0-based; None = from the start
+    last_row: int | None = None  # exclusive end; None = to the end
     dtype: str = "float32"
 
     def resolved_prompt_path(self) -> Path:
@@ -78,8 +78,8 @@ def _check_values(cfg: GenerationConfig, source: str) -> None:
         value = getattr(cfg, key)
         if value is not None and value < 0:
             raise ValueError(f"{source}: generation config key {key!r} must be >= 0, got {value}")
-    if cfg.first_row is not None and cfg.last_row is not None and cfg.last_row < cfg.first_row:
-        raise ValueError(f"{source}: last_row {cfg.last_row} is before first_row {cfg.first_row}")
+    if cfg.last_row is not None and cfg.last_row <= (cfg.first_row or 0):
+        raise ValueError(f"{source}: row range [{cfg.first_row or 0}, {cfg.last_row}) is empty (last_row is exclusive)")
 
 
 def load_gen_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GenerationConfig:

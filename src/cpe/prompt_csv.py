@@ -56,15 +56,15 @@ def _number(value: str, kind: type, column: str, path: Path, line: int) -> int |
 
 
 def read_prompt_csv(path: str | Path, first_row: int | None = None, last_row: int | None = None) -> PromptTable:
-    """Read rows ``first_row..last_row`` (inclusive, 0-based, ``None`` = open end) of a prompt CSV."""
+    """Read the data rows ``[first_row, last_row)`` (0-based, end exclusive, ``None`` = open end) of a prompt CSV."""
     path = Path(path)
     header, records = _read_records(path)
     first = first_row or 0
-    last = len(records) - 1 if last_row is None else min(last_row, len(records) - 1)
+    end = len(records) if last_row is None else min(last_row, len(records))
     if records and first >= len(records):
         raise ValueError(f"prompt CSV {path} has {len(records)} rows; first_row {first} is past its end")
     rows, skipped = [], 0
-    for position in range(first, last + 1):
+    for position in range(first, end):
         line, record = records[position]
         if None in record:
             raise ValueError(f"{path}:{line}: more fields than the header's {len(header)} columns")
