@@ -69,10 +69,10 @@ def tiny_unet(variant: str = "sd1", seed: int = 0, **overrides):
 
 def build_tiny_pipeline(folder: str | Path, seed: int = 0, max_length: int = 16, text_dim: int = 32) -> Path:
     """Build a small random SD pipeline (real CLIP BPE tokenizer) and save it to ``folder``."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, PNDMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from cpe.models import clip_tokenizer_from_assets
+    from cpe.models import clip_tokenizer_from_assets, stable_diffusion_pipeline_class
 
     tokenizer = clip_tokenizer_from_assets(model_max_length=max_length)
     torch.manual_seed(seed)
@@ -94,7 +94,7 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0, max_length: int = 16,
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
         set_alpha_to_one=False, steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    pipe = stable_diffusion_pipeline_class()(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )

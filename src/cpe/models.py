@@ -7,6 +7,7 @@ project builds for tests and the offline demo (a local folder instead of a hub i
 from __future__ import annotations
 
 import json
+import logging
 import re
 import warnings
 from collections.abc import Iterator
@@ -61,6 +62,31 @@ def _quiet_dtype_rename() -> Iterator[None]:
         yield
 
 
+class _UnusedImageProcessorNotice(logging.Filter):
+    """Drops transformers' notice that an image processor falls back to PIL because torchvision is absent.
+
+    diffusers' pipeline module imports ``CLIPImageProcessor`` and ``SiglipImageProcessor`` for the safety checker
+    and IP-Adapter, which this project never loads; only that notice is dropped, and only during that import.
+    """
+
+    NOTICE = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); falling back to `\w+Pil`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.NOTICE.match(record.getMessage())
+
+
+def stable_diffusion_pipeline_class() -> type:
+    """``diffusers.StableDiffusionPipeline``, imported without the notices about image processors it never uses."""
+    logger = logging.getLogger("transformers.utils.import_utils")
+    notice = _UnusedImageProcessorNotice()
+    logger.addFilter(notice)
+    try:
+        from diffusers import StableDiffusionPipeline
+    finally:
+        logger.removeFilter(notice)
+    return StableDiffusionPipeline
+
+
 def load_tokenizer(model: str) -> CLIPTokenizer:
     check_model_source(model)
     return CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
@@ -86,11 +112,9 @@ def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch
 
 def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
     """A ``StableDiffusionPipeline`` with the safety checker off (as in the paper's generation)."""
-    from diffusers import StableDiffusionPipeline
-
     check_model_source(model)
     with _quiet_dtype_rename():
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = stable_diffusion_pipeline_class().from_pretrained(
             model, torch_dtype=resolve_dtype(dtype), safety_checker=None, requires_safety_checker=False
         )
     pipe.set_progress_bar_config(disable=True)
@@ -106,7 +130,7 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
     return text_encoder(ids)[0]
 
 
-CROSS_ATTENTION_KEY = re.compile(r"^(?P<module>.+\.attn2)\.(?P<part>to_q|to_k|to_v|to_out\.0)\.weight$")
+CROSS_ATTENTION_PARTS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def _unet_weight_files(model: str) -> list[Path]:
@@ -135,25 +159,35 @@ def _unet_weight_files(model: str) -> list[Path]:
 def load_cross_attention_weights(
     model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Only the cross-attention weights of the UNet, without building it: module path -> to_q/to_k/to_v/to_out.
+    """Only the cross-attention weights of the UNet, without loading it: module path -> to_q/to_k/to_v/to_out.
 
-    Reads just those tensors from the UNet's safetensors file(s) (sharded or not, fp32 or fp16 variant).
+    The UNet's architecture is built on the meta device (no memory, no weights) so that ``cpe.network`` finds its
+    cross-attention modules as it does when attaching; then just their tensors are read from the UNet's
+    safetensors file(s) (sharded or not, fp32 or fp16 variant).
     """
+    from diffusers import UNet2DConditionModel
     from safetensors import safe_open
 
+    from cpe.network import cross_attention_modules
+
+    check_model_source(model)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(model, subfolder="unet"))
+    modules = sorted(cross_attention_modules(unet), key=_natural_key)
+    wanted = {
+        f"{path}.{part}.weight": (path, part.removesuffix(".0")) for path in modules for part in CROSS_ATTENTION_PARTS
+    }
     found: dict[str, dict[str, torch.Tensor]] = {}
     for file in _unet_weight_files(model):
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
-                match = CROSS_ATTENTION_KEY.match(key)
-                if match:
-                    part = match["part"].removesuffix(".0")
-                    tensor = f.get_tensor(key).to(device=device, dtype=resolve_dtype(dtype))
-                    found.setdefault(match["module"], {})[part] = tensor
-    incomplete = [m for m, parts in found.items() if len(parts) != 4]
-    if not found or incomplete:
+                if key in wanted:
+                    module, part = wanted[key]
+                    found.setdefault(module, {})[part] = f.get_tensor(key).to(device=device, dtype=resolve_dtype(dtype))
+    incomplete = [m for m in modules if len(found.get(m, {})) != len(CROSS_ATTENTION_PARTS)]
+    if not modules or incomplete:
         raise ValueError(f"{model}: UNet cross-attention weights incomplete ({incomplete[:1] or 'none found'})")
-    return {module: found[module] for module in sorted(found, key=_natural_key)}
+    return {module: found[module] for module in modules}
 
 
 def _natural_key(text: str) -> list:

@@ -239,11 +239,13 @@ def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str],
 
 def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, dtype: torch.dtype) -> Path:
     """A complete StableDiffusionPipeline folder (safetensors, no safety checker, DPM-Solver++ scheduler)."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import DPMSolverMultistepScheduler
+
+    from cpe.models import stable_diffusion_pipeline_class
 
     scheduler = DPMSolverMultistepScheduler(**NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2,
                                             steps_offset=1)
-    pipe = StableDiffusionPipeline(
+    pipe = stable_diffusion_pipeline_class()(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
