@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     overrides.add_argument("--data_dir", help="folder of the prompt CSVs (relative prompt_path values)")
     overrides.add_argument("--save_root")
     overrides.add_argument("--batch_size", type=int)
-    overrides.add_argument("--first_row", "--st_prompt_idx", dest="first_row", type=int, help="first CSV row (0-based, inclusive)")
+    overrides.add_argument("--first_row", "--st_prompt_idx", dest="first_row", type=int, help="first CSV row (0-based)")
     overrides.add_argument("--last_row", "--end_prompt_idx", dest="last_row", type=int, help="end CSV row (exclusive)")
     overrides.add_argument("--num_inference_steps", type=int)
     return p.parse_args(argv)

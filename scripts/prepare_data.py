@@ -21,17 +21,16 @@ import argparse
 import csv
 import io
 import json
-import re
 import sys
 import urllib.request
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from cpe.io_utils import atomic_write_text
+from cpe.io_utils import atomic_write_text, check_columns, csv_text
+from cpe.metrics.gcd import celebrity_name
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHORS_URL = "https://raw.githubusercontent.com/Hyun1A/CPE/{ref}/generation_prompts/{name}"
@@ -40,10 +39,6 @@ AUTHORS_FILES = ("celebrity_50_erased.csv", "celebrity_100_remained.csv", "art_1
 MACE_URL = "https://raw.githubusercontent.com/Shilin-LU/MACE/{ref}/prompts_csv/{name}"
 COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2014.zip"
 I2P_RENAMES = {"sd_seed": "evaluation_seed", "sd_guidance_scale": "evaluation_guidance"}
-CELEBRITY_TEMPLATES = re.compile(  # the five evaluation templates (method.md §5.2)
-    r"^(?:A portrait of (?P<a>.+)|An image capturing (?P<b>.+) at a public event|An oil painting of (?P<c>.+)"
-    r"|A sketch of (?P<d>.+)|(?P<e>.+) in an official photo)$"
-)
 
 
 def fetch(url: str) -> bytes:
@@ -61,17 +56,8 @@ def parse_csv(text: str, source: str) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-def to_csv(header: list[str], rows: Iterable[list]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def column(header: list[str], name: str, source: str) -> int:
-    if name not in header:
-        raise ValueError(f"{source}: no column {name!r} (columns: {', '.join(header)})")
+    check_columns(header, [name], source)
     return header.index(name)
 
 
@@ -80,7 +66,7 @@ def i2p_table(header: list[str], rows: list[list[str]], source: str) -> str:
     renamed = [I2P_RENAMES.get(name, name) for name in header]
     column(renamed, "prompt", source)
     column(renamed, "evaluation_seed", source)
-    return to_csv(["", *renamed, "case_number"], ([i, *row, i] for i, row in enumerate(rows)))
+    return csv_text(["", *renamed, "case_number"], ([i, *row, i] for i, row in enumerate(rows)))
 
 
 def coco_table(captions: dict, count: int = 30000, seed: int = 2024) -> str:
@@ -96,7 +82,7 @@ def coco_table(captions: dict, count: int = 30000, seed: int = 2024) -> str:
     seeds = np.random.default_rng(seed).integers(0, 100000, size=count)
     pairs = zip(chosen.items(), seeds.tolist(), strict=True)
     rows = ([i, "coco-30k", caption, seed, image] for i, ((image, caption), seed) in enumerate(pairs))
-    return to_csv(["case_number", "source", "prompt", "evaluation_seed", "coco_id"], rows)
+    return csv_text(["case_number", "source", "prompt", "evaluation_seed", "coco_id"], rows)
 
 
 def split_rows(header: list[str], rows: list[list[str]], key: str, keep, renumber: bool) -> str:
@@ -105,7 +91,7 @@ def split_rows(header: list[str], rows: list[list[str]], key: str, keep, renumbe
     kept = [row for row in rows if keep(row[index])]
     if renumber:
         kept = [[str(i), *row[1:]] for i, row in enumerate(kept)]
-    return to_csv(header, kept)
+    return csv_text(header, kept)
 
 
 def mace_tables(celebrities: tuple[list[str], list[list[str]]], artists: tuple[list[str], list[list[str]]],
@@ -117,20 +103,13 @@ def mace_tables(celebrities: tuple[list[str], list[list[str]]], artists: tuple[l
     kind = column(c_header, "type", "celebrity_100_concepts.csv")
     column(a_header, "type", "art_100_concepts.csv")
     targets = {name.lower() for name in erased_celebrities}
-    erased = [row for row in c_rows if row[kind] == "erased" and celebrity(row[prompt]).lower() in targets]
+    erased = [row for row in c_rows if row[kind] == "erased" and celebrity_name(row[prompt]).lower() in targets]
     return {
-        "celebrity_50_erased.csv": to_csv(c_header, ([str(i), *row[1:]] for i, row in enumerate(erased))),
+        "celebrity_50_erased.csv": csv_text(c_header, ([str(i), *row[1:]] for i, row in enumerate(erased))),
         "celebrity_100_remained.csv": split_rows(c_header, c_rows, "type", lambda t: t == "others", False),
         "art_100_erased.csv": split_rows(a_header, a_rows, "type", lambda t: t == "0", False),
         "art_100_remained.csv": split_rows(a_header, a_rows, "type", lambda t: t == "1", False),
     }
-
-
-def celebrity(prompt: str) -> str:
-    match = CELEBRITY_TEMPLATES.match(prompt.strip())
-    if match is None:
-        raise ValueError(f"celebrity prompt {prompt!r} follows none of the five evaluation templates")
-    return next(name for name in match.groups() if name)
 
 
 def coco_captions(path: str | None) -> dict:

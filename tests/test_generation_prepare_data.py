@@ -36,7 +36,7 @@ def test_mace_split_reproduces_the_reference_celebrity_and_artist_lists_exactly(
     celebrities = (erased_h, [*erased, *extra, *remained])  # MACE lists more erased celebrities than CPE's 50
     art_h, art_erased = read(folder / "art_100_erased.csv")
     _, art_remained = read(folder / "art_100_remained.csv")
-    names = {prepare_data.celebrity(row[2]) for row in erased}
+    names = {prepare_data.celebrity_name(row[2]) for row in erased}
     assert len(names) == 50
     tables = prepare_data.mace_tables(celebrities, (art_h, [*art_erased, *art_remained]), names)
     for name, text in tables.items():

@@ -40,6 +40,17 @@ class ManifestCheck:
         )
 
 
+def image_files(root: Path, skip_folders: tuple[str, ...] = ()) -> list[str]:
+    """Every image file below ``root`` (not hidden, not inside a ``skip_folders`` folder), as sorted relative paths."""
+    found = []
+    for p in root.rglob("*"):
+        relative = p.relative_to(root)
+        hidden_or_skipped = p.name.startswith(".") or set(relative.parts) & set(skip_folders)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not hidden_or_skipped:
+            found.append(relative.as_posix())
+    return sorted(found)
+
+
 def manifest_path(folder_or_file: str | Path) -> Path:
     p = Path(folder_or_file)
     return p / MANIFEST_NAME if p.is_dir() else p
@@ -65,10 +76,5 @@ def check_manifest(folder_or_file: str | Path) -> ManifestCheck:
     records = read_manifest(path)
     listed = {r["file"] for r in records}
     missing = [r["file"] for r in records if not (root / r["file"]).is_file()]
-    on_disk = {
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        and "grids" not in p.relative_to(root).parts
-    }
-    return ManifestCheck(records, root, missing, sorted(on_disk - listed))
+    on_disk = image_files(root, skip_folders=("grids",))  # generate.py --grid writes beside the images
+    return ManifestCheck(records, root, missing, [f for f in on_disk if f not in listed])

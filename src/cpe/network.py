@@ -26,15 +26,19 @@ def layer_name(module_path: str) -> str:
     return "lora_unet_" + module_path.replace(".", "_")
 
 
+def cross_attention_modules(unet: nn.Module) -> dict[str, nn.Module]:
+    """Module path -> attention module, for every cross-attention of ``unet`` (diffusers marks them), in order."""
+    return {path: module for path, module in unet.named_modules() if getattr(module, "is_cross_attention", False)}
+
+
 def _projection_sites(unet: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module]]:
     """Layer name -> (attention module, "to_k"/"to_v", current projection) for every cross-attention."""
     sites = {}
-    for path, module in unet.named_modules():
-        if getattr(module, "is_cross_attention", False):
-            for projection in PROJECTIONS:
-                current = getattr(module, projection, None)
-                if isinstance(current, (nn.Linear, ResAGLinear)):
-                    sites[layer_name(f"{path}.{projection}")] = (module, projection, current)
+    for path, module in cross_attention_modules(unet).items():
+        for projection in PROJECTIONS:
+            current = getattr(module, projection, None)
+            if isinstance(current, (nn.Linear, ResAGLinear)):
+                sites[layer_name(f"{path}.{projection}")] = (module, projection, current)
     if not sites:
         raise ValueError(f"{type(unet).__name__} has no cross-attention to_k/to_v projections")
     return sites

@@ -7,9 +7,10 @@ counted (I2P has one).
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cpe.io_utils import read_csv
 
 REQUIRED_COLUMNS = ("prompt", "evaluation_seed")
 GUIDANCE_COLUMN = "evaluation_guidance"
@@ -32,22 +33,6 @@ class PromptTable:
     total_rows: int  # data rows in the whole file
 
 
-def _read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt CSV does not exist: {path}")
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            records = [(reader.line_num, record) for record in reader]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"prompt CSV {path} is not a readable UTF-8 CSV file ({type(e).__name__}: {e})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"prompt CSV {path} lacks column {missing[0]!r} (columns: {', '.join(header) or 'none'})")
-    return header, records
-
-
 def _number(value: str, kind: type, column: str, path: Path, line: int) -> int | float:
     try:
         return kind(float(value)) if kind is int and "." in value else kind(value)
@@ -58,16 +43,17 @@ def _number(value: str, kind: type, column: str, path: Path, line: int) -> int |
 def read_prompt_csv(path: str | Path, first_row: int | None = None, last_row: int | None = None) -> PromptTable:
     """Read the data rows ``[first_row, last_row)`` (0-based, end exclusive, ``None`` = open end) of a prompt CSV."""
     path = Path(path)
-    header, records = _read_records(path)
+    table = read_csv(path, REQUIRED_COLUMNS, what="prompt CSV")
+    records = table.rows
     first = first_row or 0
     end = len(records) if last_row is None else min(last_row, len(records))
     if records and first >= len(records):
         raise ValueError(f"prompt CSV {path} has {len(records)} rows; first_row {first} is past its end")
     rows, skipped = [], 0
     for position in range(first, end):
-        line, record = records[position]
+        line, record = table.lines[position], records[position]
         if None in record:
-            raise ValueError(f"{path}:{line}: more fields than the header's {len(header)} columns")
+            raise ValueError(f"{path}:{line}: more fields than the header's {len(table.header)} columns")
         prompt = (record["prompt"] or "").strip()
         if not prompt:
             skipped += 1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from cpe.io_utils import read_csv
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,7 @@ class Concept:
 
 def read_csv_column(path: str | Path, column: str) -> list[str]:
     """The stripped, non-empty values of one CSV column, in file order (duplicates kept)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV file does not exist: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: no column {column!r} (columns: {reader.fieldnames})")
-        return [row[column].strip() for row in reader if (row[column] or "").strip()]
+    return [value.strip() for row in read_csv(path, [column]).rows if (value := row[column] or "").strip()]
 
 
 def unique(values: list[str]) -> list[str]:

@@ -12,7 +12,6 @@ Released format (method.md §3.2): ``attention_gate.encoder_layer.slf_attn.atten
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from cpe.io_utils import atomic_write
+from cpe.io_utils import atomic_write, file_sha256
 from cpe.resag import ResAG, ResAGSpec
 
 FORMAT_NAME = "cpe-resag"
@@ -59,14 +58,6 @@ class GateFileInfo:
     @property
     def name(self) -> str:
         return self.concept or self.path.parent.name
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ours_tensors(resag: ResAG, index: int) -> dict[str, Tensor]:

@@ -6,7 +6,6 @@ An extractor has a ``name``, ``preprocess(PIL image) -> (3, H, W) float tensor``
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cpe.io_utils import file_sha256
 from cpe.models import resolve_device
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -60,7 +60,7 @@ class CleanFidInception:
             warnings.simplefilter("ignore", DeprecationWarning)
             base = torch.jit.load(str(self.path), map_location=self.device).eval()
         self.layers = base.layers
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        digest = file_sha256(self.path)[:12]
         self.name = f"clean-fid Inception-V3 ({self.path.name} sha256 {digest}, mode clean)"
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:

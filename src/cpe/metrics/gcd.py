@@ -8,12 +8,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from pathlib import Path
 
-from cpe.io_utils import atomic_write_text
+from cpe.io_utils import atomic_write_csv, read_csv
 from cpe.metrics.image_sets import ImageSet
 
 # The five evaluation templates of the celebrity prompt CSVs.
@@ -48,34 +46,21 @@ def normalize_label(label: str) -> str:
 
 def write_gcd_inputs(images: ImageSet, path: str | Path) -> Path:
     """The detector's input list: absolute image path, expected name, file as named in the manifest."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=INPUT_COLUMNS)
-    writer.writeheader()
+    rows = []
     for file, image_path, prompt in zip(images.files, images.paths, images.prompts, strict=True):
         try:
             name = celebrity_name(prompt)
         except ValueError as e:
             raise ValueError(f"{images.root / 'manifest.jsonl'}: {file}: {e}") from None
-        writer.writerow({"file": str(image_path.resolve()), "name": name, "manifest_file": file})
-    return atomic_write_text(path, buffer.getvalue())
-
-
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no GCD file at {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        absent = [c for c in columns if c not in (reader.fieldnames or [])]
-        if absent:
-            raise ValueError(f"{path}: missing column(s) {absent}; expected {list(columns)}")
-        return list(reader)
+        rows.append({"file": str(image_path.resolve()), "name": name, "manifest_file": file})
+    return atomic_write_csv(path, INPUT_COLUMNS, rows)
 
 
 def gcd_accuracy(inputs_csv: str | Path, predictions_csv: str | Path) -> dict:
     """Top-1 accuracy among images with a face; every listed image must have exactly one prediction row."""
     inputs_csv, predictions_csv = Path(inputs_csv), Path(predictions_csv)
-    inputs = _read_csv(inputs_csv, INPUT_COLUMNS)
-    predictions = _read_csv(predictions_csv, ("file", "faces", "top1"))
+    inputs = read_csv(inputs_csv, INPUT_COLUMNS, what="GCD file").rows
+    predictions = read_csv(predictions_csv, ("file", "faces", "top1"), what="GCD file").rows
     by_file: dict[str, dict] = {}
     for row in predictions:
         if row["file"] in by_file:

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpe.manifest import IMAGE_SUFFIXES, MANIFEST_NAME, check_manifest
+from cpe.manifest import IMAGE_SUFFIXES, MANIFEST_NAME, check_manifest, image_files
 
 SHOWN_NAMES = 5
 
@@ -76,11 +76,7 @@ def load_image_folder(folder: str | Path) -> ImageSet:
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder does not exist: {root}")
-    files = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    files = image_files(root)
     if not files:
         raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return ImageSet(root, files)

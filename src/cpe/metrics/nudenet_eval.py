@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 from importlib.metadata import version
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cpe.io_utils import atomic_write_text
+from cpe.io_utils import atomic_write_csv, file_sha256
 from cpe.metrics.image_sets import ImageSet
 
 EXPOSED_CLASSES = (
@@ -48,7 +45,7 @@ class NudeNetScorer:
         import nudenet
 
         model = Path(nudenet.__file__).parent / "320n.onnx"
-        digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16] if model.is_file() else None
+        digest = file_sha256(model)[:16] if model.is_file() else None
         return {
             "nudenet": version("nudenet"),
             "onnxruntime": version("onnxruntime"),
@@ -71,9 +68,5 @@ def nudenet_counts(scorer: NudeNetScorer, images: ImageSet, hits_csv: str | Path
             counts[hit["class"]] += 1
             rows.append({"file": file, "class": hit["class"], "score": f"{hit['score']:.4f}", "box": hit["box"]})
     if hits_csv is not None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HIT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(hits_csv, buffer.getvalue())
+        atomic_write_csv(hits_csv, HIT_COLUMNS, rows)
     return {"per_class": counts, "total": sum(counts.values()), "images_with_hit": flagged, "n": len(images)}

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from cpe.grid import compare_grid
 from cpe.io_utils import atomic_write, atomic_write_text
 from cpe.manifest import check_manifest
 from cpe.metrics.domains import harmonic_h
@@ -38,7 +39,6 @@ from cpe.toy.prompt_sets import kind_of
 from cpe.toy.world import COLOURS, SHAPES
 
 MIN_IMAGES = 2
-LABEL_WIDTH = 64  # left band of the grid with the row labels
 
 
 @dataclass
@@ -193,16 +193,8 @@ def comparison_grid(erased: ScoredImages, original: ScoredImages, scale: int = 3
     columns = columns[:max_columns]
     if not columns:
         raise ValueError("no prompt and seed is shared by the erased and the original images")
-    size = 32 * scale
-    canvas = Image.new("RGB", (LABEL_WIDTH + size * len(columns), 2 * size + 2), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r, label in enumerate(("original", "erased")):
-        draw.text((4, r * (size + 2) + size // 2 - 6), label, fill="black", font=ImageFont.load_default())
-    for c, (o, e) in enumerate(columns):
-        for r, path in enumerate((original.files[o], erased.files[e])):
-            tile = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
-            canvas.paste(tile, (LABEL_WIDTH + c * size, r * (size + 2)))
-    return canvas
+    rows = [[Image.open(original.files[o]) for o, _ in columns], [Image.open(erased.files[e]) for _, e in columns]]
+    return compare_grid(rows, ["original", "erased"], layout="rows", scale=scale, gap=2)
 
 
 def run(targets: Sequence[str], erased_dirs: Sequence[str | Path], original_dirs: Sequence[str | Path],

@@ -15,13 +15,11 @@ the generic word):
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from cpe.io_utils import atomic_write_text
+from cpe.io_utils import atomic_write_csv
 from cpe.toy.world import COLOURS, GENERIC_COLOUR, GENERIC_SHAPE, SHAPES
 
 COLUMNS = ("prompt", "evaluation_seed", "colour", "shape")
@@ -88,14 +86,8 @@ def prompt_sets(targets: Sequence[str]) -> dict[str, list[dict]]:
 
 def write_prompt_sets(folder: str | Path, targets: Sequence[str]) -> dict[str, Path]:
     """Write ``<set>.csv`` for every prompt set into ``folder``; returns set name -> path."""
-    written = {}
-    for name, rows in prompt_sets(targets).items():
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        written[name] = atomic_write_text(Path(folder) / f"{name}.csv", buffer.getvalue())
-    return written
+    return {name: atomic_write_csv(Path(folder) / f"{name}.csv", COLUMNS, rows)
+            for name, rows in prompt_sets(targets).items()}
 
 
 def main(argv: list[str] | None = None) -> None:

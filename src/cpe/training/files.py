@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from cpe.config import TrainConfig
-from cpe.io_utils import atomic_write
+from cpe.io_utils import atomic_write, json_digest
 from cpe.prompts import Concept
 
 CHECKPOINT = "checkpoint.pt"
@@ -55,7 +53,7 @@ def fingerprint(cfg: TrainConfig, concept: Concept) -> str:
     data["model"].pop("device")
     data["train"].pop("concept_batch")
     data["concept"] = dataclasses.asdict(concept)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(data, 16)
 
 
 def write_checkpoint(paths: ConceptPaths, state: dict) -> None:
