@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def test_unknown_override_key_and_bad_type_are_errors(tmp_path):
     path.write_text("anchors:\n  sentences: s.csv\n")
     with pytest.raises(ConfigError, match="unknown key 'network.rank'"):
         load_train_config(path, ["network.rank=4"])
-    with pytest.raises(ConfigError, match="train.iterations: expected int, got 'many'"):
+    with pytest.raises(ConfigError, match="train.iterations must be an integer, got 'many'"):
         load_train_config(path, ["train.iterations=many"])
     with pytest.raises(ConfigError, match="train.num_stages must be >= 1"):
         load_train_config(path, ["train.num_stages=0"])
@@ -53,3 +54,51 @@ def test_domain_configs_hold_the_paper_hyperparameters(domain, expected):
 def test_experiment_folder_is_filled_from_the_effective_values():
     cfg = load_train_config(CONFIGS / "celebs" / "train.yaml", ["train.guidance=0.5", "anchors.noise_scale=0.01"])
     assert cfg.experiment_name() == "celeb_single_guide0.5_pal100000.0_gate_rank16_noise0.01"
+
+
+def test_configs_built_in_code_are_checked_and_name_the_key():
+    from cpe.config import EraseConfig, FieldError, NetworkConfig
+    from cpe.gen_config import GenerationConfig
+
+    with pytest.raises(FieldError, match=r"^EraseConfig\.num_stages must be >= 1, got 0$"):
+        EraseConfig(num_stages=0)
+    with pytest.raises(FieldError, match=r"^NetworkConfig\.key_mode must be one of query_as_key, separate_key"):
+        NetworkConfig(key_mode="other")
+    with pytest.raises(FieldError, match=r"^GenerationConfig\.prompt_path is required"):
+        GenerationConfig()
+    with pytest.raises(FieldError, match=r"^GenerationConfig\.width must be an integer, got 1\.5$"):
+        GenerationConfig(prompt_path="p.csv", width=1.5)
+    assert EraseConfig(pal="1e5", iterations=7.0).pal == 1e5  # YAML reads 1e5 as a string
+    assert isinstance(EraseConfig(iterations=7.0).iterations, int)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.optimizer=sgd", "train.optimizer must be one of adamw, adamw8bit, got 'sgd'"),
+        ("model.dtype=float8", "model.dtype must be one of float32, fp32, float16"),
+        ("train.lr_scheduler=cosine_restarts", "train.lr_scheduler must be one of constant, "),
+        ("network.key_mode=both", "network.key_mode must be one of query_as_key, separate_key, got 'both'"),
+        ("anchors.noise_scale=-1", "anchors.noise_scale must be >= 0, got -1.0"),
+        ("train=5", "train must be a mapping (a section), got 5"),
+    ],
+)
+def test_closed_choices_and_bounds_are_errors_naming_key_and_file(tmp_path, override, message):
+    path = tmp_path / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: {re.escape(message)}"):
+        load_train_config(path, [override])
+
+
+def test_literal_choices_are_the_ones_the_code_accepts():
+    import typing
+
+    from diffusers.optimization import SchedulerType
+
+    from cpe.config import DTypeName, LRScheduler, NetworkConfig
+    from cpe.models import resolve_dtype
+    from cpe.resag import KEY_MODES
+
+    assert typing.get_args(typing.get_type_hints(NetworkConfig)["key_mode"]) == KEY_MODES
+    assert set(typing.get_args(LRScheduler)) <= {s.value for s in SchedulerType}
+    assert [resolve_dtype(name).itemsize for name in typing.get_args(DTypeName)] == [4, 4, 2, 2, 2, 2, 8]

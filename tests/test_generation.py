@@ -262,7 +262,7 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(case, expected, gates, ti
 def test_generation_config_rejects_wrong_types_and_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("prompt_path: x.csv\nwidth: wide\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml: bad value for generation config key 'width'"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: width must be an integer, got 'wide'"):
         load_gen_config(path)
     path.write_text("prompt_path: x.csv\n")
     cfg = load_gen_config(path, {"batch_size": 8, "last_row": None})

@@ -92,7 +92,7 @@ def test_row_ranges_are_half_open_like_the_training_concept_range(tmp_path):
     assert ([r.row for r in table.rows], table.skipped_empty) == ([2, 4, 5], 1)
     config = tmp_path / "erased.yaml"
     config.write_text(f"prompt_path: {prompts}\nfirst_row: 2\nlast_row: 2\n")
-    with pytest.raises(ValueError, match=r"erased\.yaml: row range \[2, 2\) is empty"):
+    with pytest.raises(ValueError, match=r"erased\.yaml: last_row must be after first_row: rows \[2, 2\) are none"):
         load_gen_config(config)
     script = REPO / "shell_scripts" / "celebs" / "generate_by_celeb_model.sh"
     env = {**os.environ, "LAUNCH": "echo", "ST_IDX": "0", "END_IDX": "10"}

@@ -1,8 +1,11 @@
-"""Structured configs, validated at load time: an unknown or misspelt key is an error naming key and file.
+"""Configs as validated dataclasses, one mechanism for training (here) and generation (``cpe.gen_config``).
 
-Shared helpers come first (usable by any config section); the training config (``TrainConfig`` and its
-sections, method.md §2.9) follows. Relative paths inside a config file are resolved against the file's
-folder; ``{root}`` in a path stands for the repository root (the folder holding ``train_cpe.py``).
+Every section derives from ``Section``: its ``__post_init__`` converts and checks each field (closed choices are
+``Literal``; bounds via ``at_least``), so a config built in code is checked like a loaded one. Loading adds the
+file: an unknown or misspelt key, a wrong type or a bad value is a one-line ``ConfigError`` naming key and file.
+The training config (``TrainConfig`` and its sections, method.md §2.9) follows the shared part. Relative paths
+inside a config file are resolved against the file's folder; ``{root}`` in a path stands for the repository root
+(the folder holding ``train_cpe.py``).
 """
 
 from __future__ import annotations
@@ -12,69 +15,122 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
+
+from cpe.resag import KEY_MODES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------------
-# shared validation helpers
+# the one config mechanism: validated dataclasses
 
 
 class ConfigError(ValueError):
     """A config problem, reported in one line naming the key and the file."""
 
 
-def _convert(value: Any, hint: Any, source: str, key: str) -> Any:
-    where = f"{source}: {key}"
+class FieldError(ConfigError):
+    """A bad value found by a section's ``__post_init__``; the loader adds the file and the section path."""
+
+    def __init__(self, owner: str, key: str, problem: str) -> None:
+        super().__init__(f"{owner}.{key} {problem}")
+        self.key, self.problem = key, problem
+
+
+def at_least(low: int | float, default: Any) -> Any:
+    """A field whose value must be ``>= low`` (checked by ``Section.__post_init__``)."""
+    return field(default=default, metadata={"min": low})
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """``value`` as the annotation ``hint`` wants it (YAML's ``1e5`` string -> float), else ``ValueError(problem)``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(value, args[0], source, key)
+        return None if value is None else _convert(value, args[0])
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return build_dataclass(hint, value, source, key + ".")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        (item,) = typing.get_args(hint)
-        return [_convert(v, item, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, hint):
+            raise ValueError(f"must be a {hint.__name__} section, got {type(value).__name__}")
+        return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ValueError(f"must be true or false, got {value!r}")
         return value
     if hint in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        kind = "an integer" if hint is int else "a number"
+        if isinstance(value, bool) or isinstance(value, (dict, list)) or value is None:
+            raise ValueError(f"must be {kind}, got {value!r}")
         try:
-            number = float(value) if hint is float else int(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
-        if hint is int and float(value) != number:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return number
+            raise ValueError(f"must be {kind}, got {value!r}") from None
+        if hint is float:
+            return number
+        if not number.is_integer():
+            raise ValueError(f"must be an integer, got {value!r}")
+        return value if isinstance(value, int) else int(number)
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ValueError(f"must be a string, got {value!r}")
         return str(value)
-    return value
+    raise TypeError(f"config fields cannot be annotated {hint!r}")
 
 
-def build_dataclass(cls: type[T], data: dict, source: str, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ``ConfigError`` naming key and file."""
-    hints = typing.get_type_hints(cls)
+@dataclass
+class Section:
+    """Base of every config (section): ``__post_init__`` converts each field to its annotation (closed choices are
+    ``Literal``), checks ``at_least`` bounds, then ``check()`` (rules across fields), so configs built in code are
+    validated exactly like loaded ones."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            try:
+                value = _convert(getattr(self, f.name), hints[f.name])
+            except ValueError as e:
+                raise FieldError(type(self).__name__, f.name, str(e)) from None
+            low = f.metadata.get("min")
+            if low is not None and value is not None and value < low:
+                raise FieldError(type(self).__name__, f.name, f"must be >= {low}, got {value}")
+            setattr(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields; raise ``self.error(key, problem)``."""
+
+    def error(self, key: str, problem: str) -> FieldError:
+        return FieldError(type(self).__name__, key, problem)
+
+
+def build_dataclass(cls: type[T], data: dict, source: str, prefix: str = "", what: str = "key") -> T:
+    """Build config ``cls`` from a mapping (sections recursively); every problem is a ``ConfigError`` naming the key
+    (``prefix`` + field, e.g. ``train.iterations``) and ``source`` (the file). ``what`` names keys in the unknown-key
+    message (e.g. "generation config key")."""
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (allowed there: {', '.join(names)})")
-    kwargs = {key: _convert(value, hints[key], source, prefix + key) for key, value in data.items()}
-    return cls(**kwargs)
+        raise ConfigError(f"{source}: unknown {what} '{prefix}{unknown[0]}' (allowed there: {', '.join(names)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}{key} must be a mapping (a section), got {value!r}")
+            value = build_dataclass(hints[key], value, source, f"{prefix}{key}.", what)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except FieldError as e:
+        raise ConfigError(f"{source}: {prefix}{e.key} {e.problem}") from None
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -119,24 +175,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # training config (method.md §2.9)
 
+DTypeName = Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16", "float64"]
+LRScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     path: str = "CompVis/stable-diffusion-v1-4"  # hub id or local pipeline folder
     device: str = "auto"  # auto = the accelerate process's device (CUDA when present)
-    dtype: str = "float32"
+    dtype: DTypeName = "float32"
 
 
 @dataclass
-class NetworkConfig:
-    gate_rank: int = 16  # r
-    lora_rank: int = 1  # k
+class NetworkConfig(Section):
+    gate_rank: int = at_least(1, 16)  # r
+    lora_rank: int = at_least(1, 1)  # k
     alpha: float = 1.0
-    key_mode: str = "query_as_key"
+    key_mode: Literal[KEY_MODES] = "query_as_key"  # the tuple of resag's key modes, as Literal choices
 
 
 @dataclass
-class PromptConfig:
+class PromptConfig(Section):
     concepts: str = "concepts.yaml"  # list of {target, neutral?, guidance?}
     templates: str = "templates.csv"
     template_column: str = "prompt"
@@ -147,72 +206,76 @@ class PromptConfig:
     include_bare: bool = True  # the bare concept string is one more template (reference behaviour)
     neutral: str = "a person"  # default neutral for concepts that name none
 
+    def check(self) -> None:
+        if not self.placeholder:
+            raise self.error("placeholder", "must not be empty")
+
 
 @dataclass
-class AnchorConfig:
+class AnchorConfig(Section):
     general_words: str | None = None  # CSV; always anchored (templated like the target)
     general_words_column: str = "key"
     candidates: str | None = None  # CSV of candidate names; the top_k most similar to the target are anchored
     candidates_column: str = "key"
-    top_k: int = 50
+    top_k: int = at_least(1, 50)
     sentences: str | None = None  # CSV of whole sentences used as the anchor pool instead (explicit domain)
     sentences_column: str = "name"
-    per_step: int = 32  # S
-    noise_scale: float = 0.001  # anchor noise = noise_scale * ||e||_F * N(0, I)
+    per_step: int = at_least(1, 32)  # S
+    noise_scale: float = at_least(0, 0.001)  # anchor noise = noise_scale * ||e||_F * N(0, I)
     mixup: bool = True  # Beta(1,1) mixup of consecutive draws
-    cache_dtype: str = "float32"  # storage of the encoded anchor pool (float16 halves its memory)
+    cache_dtype: DTypeName = "float32"  # storage of the encoded anchor pool (float16 halves its memory)
 
 
 @dataclass
-class EraseConfig:
+class EraseConfig(Section):
     guidance: float = 0.3  # g, for concepts that name none
     pal: float = 1e5  # anchor coefficient
     adv_coef: float = 1.0
-    num_stages: int = 5
-    iterations: int = 450
+    num_stages: int = at_least(1, 5)
+    iterations: int = at_least(1, 450)
     lr: float = 3e-5
-    lr_scheduler: str = "cosine_with_restarts"
+    lr_scheduler: LRScheduler = "cosine_with_restarts"
     lr_cycles: int = 1
     lr_warmup_steps: int = 5
-    factor_init_iter: int = 4
+    factor_init_iter: int = at_least(1, 4)
     factor_init_lr: float = 10.0
     factor_init_lr_cycle: int = 2
-    optimizer: str = "adamw"  # adamw | adamw8bit (needs bitsandbytes and CUDA; else falls back to adamw)
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit needs bitsandbytes and CUDA; else adamw
     weight_decay: float = 0.01
     seed: int = 2024
-    concept_batch: int = 1  # concepts trained side by side in one forward
+    concept_batch: int = at_least(1, 1)  # concepts trained side by side in one forward
 
 
 @dataclass
-class AdversarialConfig:
+class AdversarialConfig(Section):
     enabled: bool = True
-    num_embeddings: int = 16  # P
-    iterations: int = 450
+    num_embeddings: int = at_least(1, 16)  # P
+    iterations: int = at_least(1, 450)
     lr: float = 0.01
-    lr_scheduler: str = "cosine_with_restarts"
+    lr_scheduler: LRScheduler = "cosine_with_restarts"
     lr_cycles: int = 1
     lr_warmup_steps: int = 5
 
 
 @dataclass
-class SaveConfig:
+class SaveConfig(Section):
     root: str = "{root}/output/celebs"
     # Experiment folder; {guidance} {pal} {gate_rank} {lora_rank} {noise} are filled in.
     experiment: str = "celeb_single_guide{guidance}_pal{pal}_gate_rank{gate_rank}_noise{noise}"
     name: str = "cpe"
-    stage_interval: int = 1
+    stage_interval: int = at_least(1, 1)
 
 
 @dataclass
-class LoggingConfig:
-    every: int = 10  # JSONL record every N steps (and the last step of each phase)
+class LoggingConfig(Section):
+    every: int = at_least(1, 10)  # JSONL record every N steps (and the last step of each phase)
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "cpe"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -222,6 +285,15 @@ class TrainConfig:
     save: SaveConfig = field(default_factory=SaveConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = ""  # the file it came from (set by the loader)
+
+    def check(self) -> None:
+        a = self.anchors
+        if a.sentences is None and a.general_words is None and a.candidates is None:
+            raise self.error("anchors", "need sentences, general_words or candidates")
+        try:
+            self.experiment_name()
+        except (KeyError, IndexError, ValueError) as e:
+            raise self.error("save.experiment", f"has an unknown placeholder ({e})") from None
 
     def path(self, value: str) -> Path:
         """Resolve a path from this config (relative to the config file's folder)."""
@@ -240,32 +312,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _check_train(cfg: TrainConfig, where: str) -> None:
-    positive = {
-        "network.gate_rank": cfg.network.gate_rank, "network.lora_rank": cfg.network.lora_rank,
-        "train.num_stages": cfg.train.num_stages, "train.iterations": cfg.train.iterations,
-        "train.concept_batch": cfg.train.concept_batch, "anchors.per_step": cfg.anchors.per_step,
-        "anchors.top_k": cfg.anchors.top_k, "adversarial.num_embeddings": cfg.adversarial.num_embeddings,
-        "adversarial.iterations": cfg.adversarial.iterations, "save.stage_interval": cfg.save.stage_interval,
-        "logging.every": cfg.logging.every, "train.factor_init_iter": cfg.train.factor_init_iter,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
-    if cfg.anchors.noise_scale < 0:
-        raise ConfigError(f"{where}: anchors.noise_scale must be >= 0, got {cfg.anchors.noise_scale}")
-    if cfg.train.optimizer not in ("adamw", "adamw8bit"):
-        raise ConfigError(f"{where}: train.optimizer must be adamw or adamw8bit, got {cfg.train.optimizer!r}")
-    if not cfg.prompts.placeholder:
-        raise ConfigError(f"{where}: prompts.placeholder must not be empty")
-    if cfg.anchors.sentences is None and cfg.anchors.general_words is None and cfg.anchors.candidates is None:
-        raise ConfigError(f"{where}: anchors need sentences, general_words or candidates")
-    try:
-        cfg.experiment_name()
-    except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"{where}: save.experiment has an unknown placeholder ({e})") from None
-
-
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a training YAML, apply ``key.path=value`` overrides, validate everything."""
     data = read_yaml(path)
@@ -277,5 +323,4 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     data.pop("source", None)
     cfg = build_dataclass(TrainConfig, data, str(path))
     cfg.source = str(Path(path).resolve())
-    _check_train(cfg, str(path))
     return cfg

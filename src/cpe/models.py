@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 from transformers import CLIPTokenizer
+
+from cpe.config import DTypeName
 
 CLIP_TOKENIZER_ASSETS = Path(__file__).parent / "assets" / "clip_tokenizer"
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -37,14 +40,17 @@ def clip_tokenizer_from_assets(model_max_length: int = 77) -> CLIPTokenizer:
     )
 
 
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from one of the config's dtype names (``cpe.config.DTypeName``)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(table)}")
-    return table[dtype]
+    names = typing.get_args(DTypeName)
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(names)}")
+    return getattr(torch, _DTYPE_ALIASES.get(dtype, dtype))
 
 
 def resolve_device(device: str | None) -> torch.device:
