@@ -33,7 +33,7 @@ def test_embedding_store_encodes_each_distinct_prompt_once():
         return torch.stack([torch.full((2, 3), float(len(p))) for p in prompts])
 
     store = EmbeddingStore(encode, ["aa", "b", "aa", "cccc"], torch.float16, batch_size=2)
-    assert calls == ["aa", "b", "cccc"]
+    assert calls == ["aa", "b", "cccc", ""]  # every encoder call has batch_size prompts
     assert store.embeddings.dtype == torch.float16 and store.nbytes == 3 * 6 * 2
     assert store.embeddings[store.indices(["cccc", "aa"])][:, 0, 0].tolist() == [4.0, 2.0]
 

@@ -66,7 +66,7 @@ def test_two_processes_write_the_same_files_as_one(tiny_pipeline_dir, tmp_path):
     assert train_cpe.main(["--config", str(config), "--output", str(tmp_path / "one")]) == 0
     files = {}
     for name in ("one", "two"):  # tensors only: the metadata records the (different) output folders
-        out = tmp_path / name
+        out = tmp_path / name / "exp"  # beside it, <output>/embedding_cache holds the text encoder's outputs
         files[name] = {p.relative_to(out): load_file(p) for p in sorted(out.rglob("*.safetensors"))}
     assert len(files["one"]) == 3 * 4  # 3 concepts x (2 stage files, last, adversarial bank)
     assert files["one"].keys() == files["two"].keys()

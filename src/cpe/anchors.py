@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from cpe.embedding_cache import BATCH_SIZE, EmbeddingCache, Encoder, encode_all
 from cpe.prompts import fill, unique
-
-Encoder = Callable[[list[str]], Tensor]
 
 
 def most_similar(target: Tensor, candidates: Tensor, names: Sequence[str], exclude: str, k: int) -> list[str]:
@@ -32,15 +31,13 @@ def templated_pool(anchor_concepts: Sequence[str], templates: Sequence[str], pla
 
 
 class EmbeddingStore:
-    """Encodes each distinct prompt once and keeps the embeddings in one tensor (shared by all concepts)."""
+    """Encodes each distinct prompt once and keeps the embeddings in one tensor (shared by all concepts); with a
+    ``cache``, prompts encoded by earlier runs are read from disk instead (``cpe.embedding_cache``)."""
 
-    def __init__(self, encode: Encoder, prompts: Sequence[str], dtype: torch.dtype, batch_size: int = 64) -> None:
+    def __init__(self, encode: Encoder, prompts: Sequence[str], dtype: torch.dtype, batch_size: int = BATCH_SIZE,
+                 cache: EmbeddingCache | None = None, desc: str = "encoding anchor prompts") -> None:
         self.rows = {p: i for i, p in enumerate(unique(list(prompts)))}
-        chunks = []
-        ordered = list(self.rows)
-        for start in range(0, len(ordered), batch_size):
-            chunks.append(encode(ordered[start : start + batch_size]).to(dtype))
-        self.embeddings = torch.cat(chunks) if chunks else torch.empty(0)
+        self.embeddings = encode_all(encode, list(self.rows), dtype, batch_size, cache, desc)
 
     def indices(self, prompts: Sequence[str]) -> Tensor:
         return torch.tensor([self.rows[p] for p in prompts], dtype=torch.long)

@@ -224,6 +224,8 @@ class AnchorConfig(Section):
     noise_scale: float = at_least(0, 0.001)  # anchor noise = noise_scale * ||e||_F * N(0, I)
     mixup: bool = True  # Beta(1,1) mixup of consecutive draws
     cache_dtype: DTypeName = "float32"  # storage of the encoded anchor pool (float16 halves its memory)
+    cache: bool = True  # keep the text encoder's outputs on disk so that later runs do not encode them again
+    cache_dir: str | None = None  # where (safe to delete); default <save.root>/embedding_cache
 
 
 @dataclass

@@ -11,7 +11,7 @@ import logging
 import re
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,6 +91,22 @@ def stable_diffusion_pipeline_class() -> type:
     finally:
         logger.removeFilter(notice)
     return StableDiffusionPipeline
+
+
+def component_files(model: str, subfolders: Sequence[str]) -> dict:
+    """What identifies the files of some pipeline components: the folder they are read from and each file's
+    relative path, size and modification time (a hub id resolves to its cached snapshot, named by its commit)."""
+    check_model_source(model)
+    local = Path(model).expanduser()
+    if local.is_dir():
+        folder = local.resolve()
+    else:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model, allow_patterns=[f"{s}/*" for s in subfolders], local_files_only=True))
+    files = sorted(p for s in subfolders for p in (folder / s).rglob("*") if p.is_file())
+    stats = [(p.relative_to(folder).as_posix(), p.stat()) for p in files]
+    return {"folder": str(folder), "files": [[name, st.st_size, st.st_mtime_ns] for name, st in stats]}
 
 
 def load_tokenizer(model: str) -> CLIPTokenizer:

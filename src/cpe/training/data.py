@@ -7,12 +7,21 @@ import logging
 from dataclasses import dataclass
 
 import torch
+import transformers
 from torch import Tensor
 
 from cpe.anchors import EmbeddingStore, most_similar, templated_pool
 from cpe.config import TrainConfig
+from cpe.embedding_cache import EmbeddingCache, encode_all
 from cpe.losses import KVLoss, lipschitz_weights
-from cpe.models import encode_prompts, load_cross_attention_weights, load_text_encoder, load_tokenizer, resolve_dtype
+from cpe.models import (
+    component_files,
+    encode_prompts,
+    load_cross_attention_weights,
+    load_text_encoder,
+    load_tokenizer,
+    resolve_dtype,
+)
 from cpe.network import layer_name
 from cpe.prompts import Concept, erase_pairs, load_templates, misaligned_pairs, read_csv_column, unique
 from cpe.resag import ResAGSpec
@@ -25,17 +34,17 @@ def concept_seed(train_seed: int, target: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{train_seed}\x00{target}".encode()).digest()[:8], "little") >> 1
 
 
-
-
 @dataclass
 class FrozenModel:
-    """Tokenizer + text encoder, the cross-attention weights as losses need them, the ResAG spec."""
+    """Tokenizer + text encoder, the cross-attention weights as losses need them, the ResAG spec, and the on-disk
+    cache of the encoder's outputs (``None`` = off)."""
 
     tokenizer: object
     text_encoder: torch.nn.Module
     kv: KVLoss
     spec: ResAGSpec
     device: torch.device
+    cache: EmbeddingCache | None = None
 
     @property
     def tokens(self) -> int:
@@ -44,6 +53,31 @@ class FrozenModel:
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Tensor:
         return encode_prompts(self.tokenizer, self.text_encoder, prompts).float()
+
+    def encode_many(self, prompts: list[str], desc: str, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``encode`` of many prompts (CPU, ``dtype``), from the cache where present, with a progress bar."""
+        return encode_all(lambda batch: self.encode(batch), prompts, dtype, cache=self.cache, desc=desc)
+
+
+def encoder_identity(cfg: TrainConfig, device: torch.device) -> dict:
+    """Everything the text encoder's outputs depend on: its files, dtype, device type and the library versions."""
+    return {
+        "components": component_files(cfg.model.path, ("text_encoder", "tokenizer")),
+        "dtype": str(resolve_dtype(cfg.model.dtype)),
+        "device": device.type,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "output": "last hidden state, padded to the tokenizer's max length (cpe.models.encode_prompts)",
+    }
+
+
+def embedding_cache(cfg: TrainConfig, device: torch.device) -> EmbeddingCache | None:
+    """The cache of ``anchors.cache_dir`` (default ``<save.root>/embedding_cache``), or None when ``anchors.cache``
+    is off."""
+    if not cfg.anchors.cache:
+        return None
+    folder = cfg.path(cfg.anchors.cache_dir) if cfg.anchors.cache_dir else cfg.path(cfg.save.root) / "embedding_cache"
+    return EmbeddingCache(folder, encoder_identity(cfg, device))
 
 
 def load_frozen(cfg: TrainConfig, device: torch.device) -> FrozenModel:
@@ -62,9 +96,7 @@ def load_frozen(cfg: TrainConfig, device: torch.device) -> FrozenModel:
         layer_dims={name: w.shape[0] for name, w in projections.items()},
         gate_rank=net.gate_rank, lora_rank=net.lora_rank, alpha=net.alpha, key_mode=net.key_mode,
     )
-    return FrozenModel(tokenizer, text_encoder, kv, spec, device)
-
-
+    return FrozenModel(tokenizer, text_encoder, kv, spec, device, embedding_cache(cfg, device))
 
 
 
@@ -99,9 +131,8 @@ def read_prompt_lists(cfg: TrainConfig) -> PromptSide:
 
 def encode_prompt_side(side: PromptSide, model: FrozenModel) -> PromptSide:
     """Encode the candidate names (for the similarity search) and the empty prompt."""
-    names = side.candidates
-    if names:
-        side.candidate_embeddings = torch.cat([model.encode(names[i : i + 64]).cpu() for i in range(0, len(names), 64)])
+    if side.candidates:
+        side.candidate_embeddings = model.encode_many(side.candidates, "encoding candidate names")
     side.empty = model.encode([""])[0]
     return side
 
@@ -127,8 +158,8 @@ def prepare_batch(
 ) -> tuple[list[ConceptData], EmbeddingStore]:
     pools = [anchor_prompts(cfg, side, model, c) for c in concepts]
     store = EmbeddingStore(
-        lambda prompts: model.encode(prompts).cpu(), [q for pool in pools for q in pool],
-        resolve_dtype(cfg.anchors.cache_dtype),
+        model.encode, [q for pool in pools for q in pool], resolve_dtype(cfg.anchors.cache_dtype), cache=model.cache,
+        desc=f"encoding anchor prompts ({', '.join(c.target for c in concepts)})",
     )
     data = []
     for concept, pool in zip(concepts, pools, strict=True):
@@ -137,8 +168,8 @@ def prepare_batch(
         if shifted:
             log.warning("%s: %d of %d target/neutral pairs tokenize to different lengths (e.g. %r)",
                         concept.target, len(shifted), len(pairs), shifted[0])
-        target = model.encode([t for t, _ in pairs])
-        neutral = model.encode([n for _, n in pairs])
+        encoded = model.encode_many([text for pair in pairs for text in pair], f"encoding {concept.target} prompts")
+        target, neutral = encoded[0::2].to(model.device), encoded[1::2].to(model.device)
         generator = torch.Generator().manual_seed(concept_seed(cfg.train.seed, concept.target))
         data.append(ConceptData(concept, generator, target, (1 + concept.guidance) * (neutral - target),
                                 store.indices(pool)))

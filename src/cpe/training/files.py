@@ -51,6 +51,8 @@ def fingerprint(cfg: TrainConfig, concept: Concept) -> str:
     for key in ("save", "logging", "source"):
         data.pop(key)
     data["model"].pop("device")
+    for key in ("cache", "cache_dir"):  # where embeddings come from, not what they are
+        data["anchors"].pop(key)
     data["train"].pop("concept_batch")
     data["concept"] = dataclasses.asdict(concept)
     return json_digest(data, 16)
