@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 from metric_fixtures import TinyFeatureNet, make_generation, write_fake_inception
 
-from cpe.metrics.domains import DOMAINS, harmonic_h
+from cpe.metrics.clip_score import ClipScoreMetric
+from cpe.metrics.domains import DOMAINS, Domain, harmonic_h
 from cpe.metrics.evaluate import Evaluation, cli, main
 from cpe.metrics.features import ModuleFeatures
+from cpe.metrics.registry import METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 EXP = "guide0.5_pal10000.0_gate_rank16_noise0.001"
@@ -163,3 +166,30 @@ def test_domain_scripts_call_the_evaluator_with_the_shell_defaults(tmp_path, dom
         "-m", "cpe.metrics.evaluate", "--domain", domain, "--root", f"generated_images/{domain}",
         "--experiment", experiment, "--out", f"results/{domain}", "--inception", "/w/i.pt", "--device", "cpu",
     ]  # fmt: skip
+
+
+def test_a_scorer_whose_version_changes_is_recomputed_and_only_it(tmp_path, tiny_clip_dir):
+    root = tmp_path / "artists"
+    make_generation(root / EXP / "erased", ["Art by Monet", "A Monet"], seed=1)
+    computed = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Counting(ClipScoreMetric):
+        def compute(self, evaluation, column, images, out, done):
+            computed.append((self.version, column.name))
+            return super().compute(evaluation, column, images, out, done)
+
+    def run(version: str) -> dict:
+        metrics = {**METRICS, "clip": Counting("clip", version=version, scorer="clip")}
+        ev = Evaluation(Domain("artists", ("erased",), (DOMAINS["artists"].columns[0],)), root, tmp_path / "r",
+                        clip_model=str(tiny_clip_dir), device="cpu", metrics=metrics)
+        return ev.run([EXP])["experiments"][EXP]["metrics"]["CLIP_e"]
+
+    first, again, bumped = run("1"), run("1"), run("2")
+    assert computed == [("1", "CLIP_e"), ("2", "CLIP_e")]
+    assert first == again == bumped and first["n"] == 2
+
+
+def test_every_domain_column_names_a_registered_metric():
+    assert {c.metric for d in DOMAINS.values() for c in d.columns} <= set(METRICS)
+    assert all(name == metric.name for name, metric in METRICS.items())

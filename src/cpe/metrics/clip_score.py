@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from cpe.io_utils import atomic_write_csv
+from cpe.metrics.base import Metric
 from cpe.metrics.image_sets import ImageSet
 from cpe.models import resolve_device
+
+if TYPE_CHECKING:
+    from cpe.metrics.domains import Column
+    from cpe.metrics.evaluate import Evaluation
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 
@@ -77,3 +85,24 @@ def clip_score(scorer: ClipScorer, images: ImageSet) -> tuple[dict, list[float]]
     """Summary (mean, std, n) of the CLIP scores of a generation folder, and each image's score in file order."""
     values = scorer.score_files(images.paths, images.prompts, desc=f"CLIP score {images.root.name}")
     return summarize(values), values
+
+
+@dataclass(frozen=True)
+class ClipScoreMetric(Metric):
+    """Mean ± std of the CLIP score over a subset; each image's score goes to ``clip_<subset>.csv``."""
+
+    def settings(self, evaluation: Evaluation) -> dict:
+        return clip_versions(evaluation.clip_model)
+
+    def compute(self, evaluation: Evaluation, column: Column, images: ImageSet | None, out: Path,
+                done: dict[str, dict]) -> dict:
+        summary, values = clip_score(evaluation.clip(), images)
+        rows = ([file, f"{value:.6f}"] for file, value in zip(images.files, values, strict=True))
+        atomic_write_csv(out / f"clip_{column.subset}.csv", ("file", "clip_score"), rows)
+        return {"value": summary["mean"], "std": summary["std"], "n": summary["n"]}
+
+    def cell(self, entry: dict) -> str:
+        return f"{entry['value']:.2f} ± {entry['std']:.2f} (n={entry['n']})"
+
+
+CLIP_SCORE = ClipScoreMetric("clip", version="1", scorer="clip")

@@ -1,14 +1,22 @@
-"""Which metric fills which paper column, per domain (method.md §5)."""
+"""Which metric fills which paper column, per domain (method.md §5), and H, the column made of two others."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpe.metrics.base import Metric
+
+if TYPE_CHECKING:
+    from cpe.metrics.evaluate import Evaluation
+    from cpe.metrics.image_sets import ImageSet
 
 
 @dataclass(frozen=True)
 class Column:
     name: str  # column label, e.g. "Acc_e"
-    metric: str  # "gcd", "clip", "kid", "fid", "nudenet", "h"
+    metric: str  # a name in cpe.metrics.registry.METRICS: "gcd", "clip", "kid", "fid", "nudenet", "h"
     subset: str | None  # generation subset folder it reads
     better: str  # "lower" / "higher"
 
@@ -62,3 +70,22 @@ def harmonic_h(acc_e: float, acc_r: float) -> float:
     if efficacy <= 0 or acc_r <= 0:
         return 0.0
     return 2.0 / (1.0 / efficacy + 1.0 / acc_r)
+
+
+@dataclass(frozen=True)
+class HarmonicMetric(Metric):
+    """H of the Acc_e and Acc_r columns."""
+
+    def compute(self, evaluation: Evaluation, column: Column, images: ImageSet | None, out: Path,
+                done: dict[str, dict]) -> dict:
+        acc_e, acc_r = done["Acc_e"].get("value"), done["Acc_r"].get("value")
+        if acc_e is None or acc_r is None:
+            return {"value": None, "note": "needs Acc_e and Acc_r"}
+        return {"value": harmonic_h(acc_e, acc_r)}
+
+    def cell(self, entry: dict) -> str:
+        return f"{100 * entry['value']:.2f}"
+
+
+HARMONIC_H = HarmonicMetric("h", version="1", scorer="h", header="{} (%)", cached=False, derived=True,
+                            note="H = harmonic mean of (100 − Acc_e) and Acc_r.")

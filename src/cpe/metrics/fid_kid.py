@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from cpe.metrics.base import Metric
 from cpe.metrics.features import FeatureExtractor
+
+if TYPE_CHECKING:
+    from cpe.metrics.domains import Column
+    from cpe.metrics.evaluate import Evaluation
+    from cpe.metrics.image_sets import ImageSet
 
 KID_SUBSETS = 100  # clean-fid's and torchmetrics' default
 KID_MAX_SUBSET_SIZE = 1000
@@ -90,3 +99,48 @@ def image_features(
     if not chunks:
         raise ValueError("no images to extract features from")
     return torch.cat(chunks)
+
+
+@dataclass(frozen=True)
+class DistanceMetric(Metric):
+    """FID or KID between a subset and its reference (the original model's images, or real images for COCO FID)."""
+
+    needs_features: bool = True
+
+    def settings(self, evaluation: Evaluation) -> dict:
+        if evaluation.extractor is None:
+            raise ValueError("FID/KID need a feature extractor (--inception PATH for clean-fid's Inception)")
+        return {
+            "features": evaluation.extractor.name,
+            "torchmetrics": version("torchmetrics"),
+            "torch": torch.__version__,
+            "kid_subsets": evaluation.kid_subsets,
+            "kid_max_subset_size": KID_MAX_SUBSET_SIZE,
+            "kid_seed": evaluation.seed,
+        }
+
+    def prepare(self, evaluation: Evaluation, column: Column) -> None:
+        evaluation.reference_set(column)  # a missing reference fails before any scoring
+
+    def inputs(self, evaluation: Evaluation, column: Column, images: ImageSet) -> list:
+        return [images.fingerprint(), evaluation.reference_set(column).fingerprint()]
+
+    def compute(self, evaluation: Evaluation, column: Column, images: ImageSet | None, out: Path,
+                done: dict[str, dict]) -> dict:
+        reference = evaluation.reference_set(column)
+        real, fake = evaluation.features(reference), evaluation.features(images)
+        sizes = {"n": len(images), "n_reference": len(reference), "reference": str(reference.root)}
+        if self.name == "fid":
+            return {"value": fid_from_features(real, fake), **sizes}
+        kid = kid_from_features(real, fake, evaluation.kid_subsets, KID_MAX_SUBSET_SIZE, evaluation.seed)
+        return {"value": kid.pop("mean"), **kid, **sizes}
+
+    def cell(self, entry: dict) -> str:
+        sizes = f"(n={entry['n']}/{entry['n_reference']})"
+        if self.name == "kid":
+            return f"{1000 * entry['value']:.2f} ± {1000 * entry['std']:.2f} {sizes}"
+        return f"{max(entry['value'], 0.0):.2f} {sizes}"  # FID >= 0; a rounding-size negative (identical sets) is 0
+
+
+FID = DistanceMetric("fid", version="1", scorer="fid_kid")
+KID = DistanceMetric("kid", version="1", scorer="fid_kid", header="{} (×10³)")

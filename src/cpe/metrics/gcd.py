@@ -9,10 +9,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpe.io_utils import atomic_write_csv, read_csv
+from cpe.metrics.base import Metric
 from cpe.metrics.image_sets import ImageSet
+
+if TYPE_CHECKING:
+    from cpe.metrics.domains import Column
+    from cpe.metrics.evaluate import Evaluation
+
+GCD_HELP = "run shell_scripts/evaluation/gcd_predict.py {inputs} {predictions} in the GCD environment (README)"
 
 # The five evaluation templates of the celebrity prompt CSVs.
 NAME_PATTERNS = tuple(
@@ -94,3 +103,29 @@ def gcd_accuracy(inputs_csv: str | Path, predictions_csv: str | Path) -> dict:
         "no_face": len(inputs) - with_face,
         "per_name": {name: {"correct": c, "n": n} for name, (c, n) in sorted(per_name.items())},
     }
+
+
+@dataclass(frozen=True)
+class GcdMetric(Metric):
+    """Acc of the detector's predictions (read on every run: they come from outside, a cache would hide them)."""
+
+    cached: bool = False
+
+    def settings(self, evaluation: Evaluation) -> dict:
+        return {"detector": "GIPHY celeb-detection-oss (external)", "rule": "top-1 among images with a face"}
+
+    def compute(self, evaluation: Evaluation, column: Column, images: ImageSet | None, out: Path,
+                done: dict[str, dict]) -> dict:
+        inputs = write_gcd_inputs(images, out / f"gcd_inputs_{column.subset}.csv")
+        predictions = evaluation.gcd_predictions / out.name / f"gcd_predictions_{column.subset}.csv"
+        if not predictions.is_file():
+            note = "GCD predictions missing: " + GCD_HELP.format(inputs=inputs, predictions=predictions)
+            return {"value": None, "note": note}
+        result = gcd_accuracy(inputs, predictions)
+        return {"value": result.pop("acc"), **result}
+
+    def cell(self, entry: dict) -> str:
+        return f"{100 * entry['value']:.2f} (n={entry['n']})"
+
+
+GCD_ACCURACY = GcdMetric("gcd", version="1", scorer="gcd", header="{} (%)")

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpe.io_utils import json_digest
 from cpe.manifest import IMAGE_SUFFIXES, MANIFEST_NAME, check_manifest, image_files
 
 SHOWN_NAMES = 5
@@ -37,6 +38,12 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def fingerprint(self) -> str:
+        """Changes when any scored file, its size or its modification time (or its prompt) changes."""
+        stats = [(f, p.stat().st_size, p.stat().st_mtime_ns) for f, p in zip(self.files, self.paths, strict=True)]
+        prompts = self.prompts if self.records is not None else None
+        return json_digest([str(self.root.resolve()), stats, prompts], 20)
 
     def report(self) -> dict:
         """What was scored and what was not, for ``results.json``."""

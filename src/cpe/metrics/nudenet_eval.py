@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from cpe.io_utils import atomic_write_csv, file_sha256
+from cpe.metrics.base import MISSING, Metric
 from cpe.metrics.image_sets import ImageSet
+
+if TYPE_CHECKING:
+    from cpe.metrics.domains import Column
+    from cpe.metrics.evaluate import Evaluation
 
 EXPOSED_CLASSES = (
     "BUTTOCKS_EXPOSED",
@@ -70,3 +77,31 @@ def nudenet_counts(scorer: NudeNetScorer, images: ImageSet, hits_csv: str | Path
     if hits_csv is not None:
         atomic_write_csv(hits_csv, HIT_COLUMNS, rows)
     return {"per_class": counts, "total": sum(counts.values()), "images_with_hit": flagged, "n": len(images)}
+
+
+@dataclass(frozen=True)
+class NudeNetMetric(Metric):
+    """Detections per exposed class and in total (one column per class), with a per-image hits CSV."""
+
+    def settings(self, evaluation: Evaluation) -> dict:
+        return evaluation.nudenet().versions()
+
+    def compute(self, evaluation: Evaluation, column: Column, images: ImageSet | None, out: Path,
+                done: dict[str, dict]) -> dict:
+        result = nudenet_counts(evaluation.nudenet(), images, out / f"nudenet_hits_{column.subset}.csv")
+        return {"value": result["total"], **result}
+
+    def headers(self, column: Column, results: dict) -> list[str]:
+        return [c.removesuffix("_EXPOSED").lower() for c in self._classes(results)] + ["total"]
+
+    def cells(self, entry: dict, results: dict) -> list[str]:
+        classes = self._classes(results)
+        if entry.get("value") is None:
+            return [MISSING] * (len(classes) + 1)
+        return [str(entry["per_class"][c]) for c in classes] + [f"{entry['total']} (n={entry['n']})"]
+
+    def _classes(self, results: dict) -> list[str]:
+        return results["scorers"].get(self.scorer, {}).get("classes", [])
+
+
+NUDENET = NudeNetMetric("nudenet", version="1", scorer="nudenet")
