@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from cpe.resag import GATES, KEY_MODES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -133,6 +135,9 @@ class NetworkConfig:
     lora_rank: int = 1  # k
     alpha: float = 1.0
     key_mode: str = "query_as_key"
+    # Residual family (cpe.resag.GATES): attention = CPE's Residual Attention Gate; none = the plain linear
+    # low-rank residual E·Down·Up (no token mixing, gate fixed at 1: an edit of the to_k/to_v weights only).
+    gate: str = "attention"
 
 
 @dataclass
@@ -197,7 +202,7 @@ class AdversarialConfig:
 @dataclass
 class SaveConfig:
     root: str = "{root}/output/celebs"
-    # Experiment folder; {guidance} {pal} {gate_rank} {lora_rank} {noise} are filled in.
+    # Experiment folder; {guidance} {pal} {gate_rank} {lora_rank} {noise} {gate} are filled in.
     experiment: str = "celeb_single_guide{guidance}_pal{pal}_gate_rank{gate_rank}_noise{noise}"
     name: str = "cpe"
     stage_interval: int = 1
@@ -230,7 +235,7 @@ class TrainConfig:
     def experiment_name(self) -> str:
         return self.save.experiment.format(
             guidance=self.train.guidance, pal=float(self.train.pal), gate_rank=self.network.gate_rank,
-            lora_rank=self.network.lora_rank, noise=self.anchors.noise_scale,
+            lora_rank=self.network.lora_rank, noise=self.anchors.noise_scale, gate=self.network.gate,
         )
 
     def output_dir(self) -> Path:
@@ -254,6 +259,10 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
     if cfg.anchors.noise_scale < 0:
         raise ConfigError(f"{where}: anchors.noise_scale must be >= 0, got {cfg.anchors.noise_scale}")
+    for key, value, allowed in (("network.key_mode", cfg.network.key_mode, KEY_MODES),
+                                ("network.gate", cfg.network.gate, GATES)):
+        if value not in allowed:
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
     if cfg.train.optimizer not in ("adamw", "adamw8bit"):
         raise ConfigError(f"{where}: train.optimizer must be adamw or adamw8bit, got {cfg.train.optimizer!r}")
     if not cfg.prompts.placeholder:
