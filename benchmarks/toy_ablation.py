@@ -16,8 +16,9 @@ the same for every variant and training seed, so the spread is the training seed
 scored with cpe.metrics.toy against the original model's images of the same prompts and seeds.
 
 Prints and writes (``<out>/<target>/``) per run Acc_e (with the floor), Acc_r, H, the other attribute's
-accuracy and every other numeric column cpe.metrics.toy reports, then per variant the mean ± sample std and
-the min–max over seeds: ablation.json (runs and summary) and ablation.md (the table).
+accuracy and every other numeric column cpe.metrics.toy reports, and the eraser's key/value-space erase and
+anchor terms (``KVProbe``), then per variant the mean ± sample std and the min–max over seeds:
+ablation.json (runs and summary) and ablation.md (the table).
 """
 
 from __future__ import annotations
@@ -41,11 +42,55 @@ VARIANTS = {
     "cpe_adversarial": ["adversarial.enabled=true", "train.num_stages=3"],
 }
 MAIN = ("Acc_e", "Acc_r", "H")  # the table's first columns; Acc_e is read against the floor
-CONSTANT = ("floor", "Acc_e_original", "Acc_r_original", "other_accuracy_original")  # original model: one value
+# the original model's values (one per target)
+CONSTANT = ("floor", "Acc_e_original", "Acc_r_original", "other_accuracy_original", "kv_erase_before")
 
 
-def train_run(kind: str, index: int, root: Path, overrides: list[str], reuse: bool) -> tuple[Path, float]:
-    """Train one eraser from the toy config plus ``overrides``; returns its gate file and training seconds."""
+class KVProbe:
+    """An eraser in key/value space, on every erase template and the whole anchor pool (no noise, no mixup).
+
+    ``kv_erase``: the erase term of method.md §2.5 (per-layer weighted squared distance of the adapted keys and
+    values of the target prompts to the guided neutral ones), mean over the templates; ``kv_erase_before`` the
+    same without an eraser. ``kv_anchor_change``: the anchor term without pal (how far the anchors' keys and
+    values move), mean over the anchor prompts. The same weights and normalisation as the training losses.
+    """
+
+    def __init__(self, cfg, concept) -> None:
+        from cpe import training
+        from cpe.prompts import erase_pairs
+
+        model = training.load_frozen(cfg, torch.device("cpu"))
+        side = training.load_prompt_side(cfg, model)
+        pairs = erase_pairs(concept, side.templates, cfg.prompts.placeholder)
+        self.target = model.encode([t for t, _ in pairs])
+        self.goal = (1 + concept.guidance) * (model.encode([n for _, n in pairs]) - self.target)
+        self.anchors = model.encode(training.anchor_prompts(cfg, side, model, concept))
+        self.kv = model.kv
+
+    def _distance(self, x: torch.Tensor, residuals: dict[str, torch.Tensor] | None) -> float:
+        kv = self.kv
+        per_item = sum(
+            w * ((x @ kv.weights[n].T - (0 if residuals is None else residuals[n])) ** 2).sum((-1, -2))
+            for w, n in zip(kv.layer_weight, kv.layers, strict=True)
+        )
+        return float(per_item.mean()) / kv.num_tokens
+
+    def __call__(self, gate_file: Path) -> dict[str, float]:
+        from cpe.weights import load_erasers
+
+        resag, _ = load_erasers([gate_file])
+        with torch.no_grad():
+            on_target, on_anchors = resag(self.target), resag(self.anchors)
+        return {"kv_erase": self._distance(self.goal, on_target),
+                "kv_erase_before": self._distance(self.goal, None),
+                "kv_anchor_change": self._distance(torch.zeros_like(self.anchors), on_anchors)}
+
+
+def train_run(kind: str, index: int, root: Path, overrides: list[str], reuse: bool):
+    """Train one eraser from the toy config plus ``overrides``.
+
+    Returns the config, the concept, its gate file and the training seconds (None: an existing eraser reused).
+    """
     from cpe.config import load_train_config
     from cpe.prompts import load_concepts
     from cpe.toy import TOY_MODEL_DIR
@@ -57,12 +102,17 @@ def train_run(kind: str, index: int, root: Path, overrides: list[str], reuse: bo
     p = cfg.prompts
     concept = load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance)[index]
     path = ConceptPaths(cfg.output_dir() / concept.folder, cfg.save.name).last
-    return path, summary.seconds if summary.trained else 0.0
+    return cfg, concept, path, summary.seconds if summary.trained else None
 
 
 def numeric_columns(row: dict) -> dict[str, float]:
     """Every numeric value of a cpe.metrics.toy row (columns added there show up here without edits)."""
     return {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def fmt(value: float) -> str:
+    """3 decimals, or 3 significant digits for small non-zero values (key/value-space terms)."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -77,7 +127,9 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         rows = [r["metrics"] for r in runs if r["variant"] == variant]
         keys = [k for k in rows[0] if all(k in row for row in rows)]
         out[variant] = {k: spread([row[k] for row in rows]) for k in keys}
-        out[variant]["train_seconds"] = spread([r["train_seconds"] for r in runs if r["variant"] == variant])
+        seconds = [r["train_seconds"] for r in runs if r["variant"] == variant and r["train_seconds"] is not None]
+        if seconds:
+            out[variant]["train_seconds"] = spread(seconds)
     return out
 
 
@@ -90,16 +142,17 @@ def extra_columns(summary: dict[str, dict]) -> list[str]:
 
 def render(target: str, seeds: list[int], summary: dict[str, dict], overrides: list[str]) -> str:
     extras = extra_columns(summary)
-    cell = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f} ({s['min']:.2f}–{s['max']:.2f})"  # noqa: E731
+    cell = lambda s: f"{fmt(s['mean'])} ± {fmt(s['std'])} ({fmt(s['min'])}–{fmt(s['max'])})"  # noqa: E731
     header = ["variant", "Acc_e ↓ (floor)", "Acc_r ↑", "H ↑", *extras, "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, s in summary.items():
         floor = s["floor"]["mean"] if "floor" in s else float("nan")
         cells = [variant, f"{cell(s['Acc_e'])} ({floor:.2f})", cell(s["Acc_r"]), cell(s["H"]),
-                 *[cell(s[k]) if k in s else "—" for k in extras], f"{s['train_seconds']['mean']:.0f}"]
+                 *[cell(s[k]) if k in s else "—" for k in extras],
+                 f"{s['train_seconds']['mean']:.0f}" if "train_seconds" in s else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(summary.values()))
-    original = ", ".join(f"{k} {first[k]['mean']:.3f}" for k in CONSTANT if k in first)
+    original = ", ".join(f"{k} {fmt(first[k]['mean'])}" for k in CONSTANT if k in first)
     lines += ["", f"Target {target}; training seeds {seeds} (train.seed), the same generation seeds for every run; "
               f"mean ± sample std (min–max) over {len(seeds)} seeds. Original model: {original}."]
     if overrides:
@@ -131,24 +184,26 @@ def main(argv: list[str] | None = None) -> None:
     subsets = ("erased", "remaining")
     original = generate_subsets(REPO / "configs" / "toy" / "gen", out, "original", [], (*subsets, "generic"),
                                 args.steps)
-    runs = []
+    runs, probe = [], None
     for name in args.variants:
         for seed in args.seeds:
             run_name = f"{name}_seed{seed}"
             overrides = [*VARIANTS[name], f"train.seed={seed}", *args.set]
-            path, seconds = train_run(kind, concepts.index(args.target), out / "erasers" / run_name, overrides,
-                                      args.reuse)
+            cfg, concept, path, seconds = train_run(kind, concepts.index(args.target), out / "erasers" / run_name,
+                                                    overrides, args.reuse)
+            probe = probe or KVProbe(cfg, concept)  # prompts and anchors are the same for every run
             if not args.reuse:
                 shutil.rmtree(out / "images" / run_name, ignore_errors=True)  # images of an older eraser
             erased = generate_subsets(REPO / "configs" / "toy" / "gen", out, run_name, [path], subsets, args.steps)
             (row,) = run([args.target], erased, original, out / "results" / run_name)["rows"]
-            metrics = numeric_columns(row)
+            metrics = {**numeric_columns(row), **probe(path)}
             runs.append({"variant": name, "seed": seed, "overrides": overrides, "eraser": str(path),
-                         "train_seconds": round(seconds, 1), "metrics": metrics})
-            extras = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()
+                         "train_seconds": None if seconds is None else round(seconds, 1), "metrics": metrics})
+            extras = "  ".join(f"{k} {fmt(v)}" for k, v in metrics.items()
                                if k not in (*MAIN, *CONSTANT) and not k.startswith("n_"))
             print(f"{name:16s} seed {seed}  Acc_e {metrics['Acc_e']:.3f} (floor {metrics['floor']:.3f})  "
-                  f"Acc_r {metrics['Acc_r']:.3f}  H {metrics['H']:.3f}  {extras}  train {seconds:.0f} s", flush=True)
+                  f"Acc_r {metrics['Acc_r']:.3f}  H {metrics['H']:.3f}  {extras}  "
+                  f"train {'reused' if seconds is None else f'{seconds:.0f} s'}", flush=True)
     summary = summarise(runs)
     table = render(args.target, args.seeds, summary, args.set)
     result = {"target": args.target, "seeds": args.seeds, "steps": args.steps, "set": args.set,
