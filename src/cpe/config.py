@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from cpe.resag import KEY_MODES
+from cpe.resag import GATES, KEY_MODES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -192,6 +192,9 @@ class NetworkConfig(Section):
     lora_rank: int = at_least(1, 1)  # k
     alpha: float = 1.0
     key_mode: Literal[KEY_MODES] = "query_as_key"  # the tuple of resag's key modes, as Literal choices
+    # Residual family (cpe.resag.GATES): attention = CPE's Residual Attention Gate; none = the plain linear
+    # low-rank residual E·Down·Up (no token mixing, gate fixed at 1: an edit of the to_k/to_v weights only).
+    gate: Literal[GATES] = "attention"
 
 
 @dataclass
@@ -262,7 +265,7 @@ class AdversarialConfig(Section):
 @dataclass
 class SaveConfig(Section):
     root: str = "{root}/output/celebs"
-    # Experiment folder; {guidance} {pal} {gate_rank} {lora_rank} {noise} are filled in.
+    # Experiment folder; {guidance} {pal} {gate_rank} {lora_rank} {noise} {gate} are filled in.
     experiment: str = "celeb_single_guide{guidance}_pal{pal}_gate_rank{gate_rank}_noise{noise}"
     name: str = "cpe"
     stage_interval: int = at_least(1, 1)
@@ -304,7 +307,7 @@ class TrainConfig(Section):
     def experiment_name(self) -> str:
         return self.save.experiment.format(
             guidance=self.train.guidance, pal=float(self.train.pal), gate_rank=self.network.gate_rank,
-            lora_rank=self.network.lora_rank, noise=self.anchors.noise_scale,
+            lora_rank=self.network.lora_rank, noise=self.anchors.noise_scale, gate=self.network.gate,
         )
 
     def output_dir(self) -> Path:

@@ -53,7 +53,8 @@ def cross_attention_projections(unet: nn.Module) -> dict[str, nn.Linear]:
 
 
 def spec_for_unet(
-    unet: nn.Module, gate_rank: int = 16, lora_rank: int = 1, alpha: float = 1.0, key_mode: str = "query_as_key"
+    unet: nn.Module, gate_rank: int = 16, lora_rank: int = 1, alpha: float = 1.0, key_mode: str = "query_as_key",
+    gate: str = "attention",
 ) -> ResAGSpec:
     """A ResAG spec matching ``unet``'s cross-attention layers."""
     projections = cross_attention_projections(unet)
@@ -67,6 +68,7 @@ def spec_for_unet(
         lora_rank=lora_rank,
         alpha=alpha,
         key_mode=key_mode,
+        gate=gate,
     )
 
 

@@ -9,6 +9,18 @@ adds ``(α/k) · H Down_l Up_l`` to its frozen projection (method.md §1.3-1.4).
 Two forwards share the parameters:
 * per-concept (``concept`` given): batch item b uses concept ``concept[b]`` — training side by side;
 * merged (``concept=None``): per token, the concept with the largest gate wins — generation.
+
+The residual family is ``ResAGSpec.gate``:
+* ``"attention"`` (CPE): the gate above;
+* ``"none"``: no token mixing and the gate fixed at 1, so ``H = X`` and layer l adds ``s · X Down_l Up_l``:
+  the plain linear low-rank residual, exactly an edit of the projection weights by ``ΔW_l = s (Down_l
+  Up_l)ᵀ`` (what editing only the cross-attention weights gives; the paper's gate ablation). Its merged
+  forward sums the active concepts' residuals, which equals editing the weights by ``Σ_n ΔW_{l,n}`` —
+  with no gate there is nothing to pick a winner per token. The gate parameters keep their shapes (one
+  file layout for both) but are never read by the math and never trained (``requires_grad`` False).
+
+Every forward (per-concept, merged, and the training shortcut :meth:`ResAG.gated_maps`) computes the
+gate through the one private function :meth:`ResAG._mix`.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 KEY_MODES = ("query_as_key", "separate_key")
+GATES = ("attention", "none")
 
 
 @dataclass(frozen=True)
@@ -33,10 +46,13 @@ class ResAGSpec:
     lora_rank: int = 1
     alpha: float = 1.0
     key_mode: str = "query_as_key"
+    gate: str = "attention"  # residual family: "attention" (CPE) or "none" (plain linear low-rank residual)
 
     def __post_init__(self) -> None:
         if self.key_mode not in KEY_MODES:
             raise ValueError(f"unknown key_mode {self.key_mode!r}; expected one of {KEY_MODES}")
+        if self.gate not in GATES:
+            raise ValueError(f"unknown gate {self.gate!r}; expected one of {GATES}")
         if min(self.embed_dim, self.gate_rank, self.lora_rank) < 1 or not self.layer_dims:
             raise ValueError(f"invalid ResAG spec: {self}")
 
@@ -51,9 +67,10 @@ class GateOutput:
     """The gate's result for one embedding batch, shared by every layer."""
 
     hidden: Tensor  # H (B, T, D)
-    choice: Tensor  # n* (B, T), long
+    choice: Tensor  # n* (B, T), long; -1 where no single concept is chosen (gate "none", merged)
     gate: Tensor  # g* (B, T)
     per_item: Tensor | None = None  # (B,) concept per batch item in the per-concept forward
+    summed: Tensor | None = None  # (N,) weight of each concept's residual when they are summed (gate "none", merged)
 
 
 class ResAG(nn.Module):
@@ -66,9 +83,10 @@ class ResAG(nn.Module):
         self.spec = spec
         self.num_concepts = num_concepts
         n, d, r, k = num_concepts, spec.embed_dim, spec.gate_rank, spec.lora_rank
-        self.w_query = nn.Parameter(torch.empty(n, d, r))
-        self.w_key = nn.Parameter(torch.empty(n, d, r), requires_grad=spec.key_mode == "separate_key")
-        self.gate_vector = nn.Parameter(torch.empty(n, d, 1))
+        gated = spec.gate == "attention"  # gate "none" never reads the gate parameters: they are not trained
+        self.w_query = nn.Parameter(torch.empty(n, d, r), requires_grad=gated)
+        self.w_key = nn.Parameter(torch.empty(n, d, r), requires_grad=gated and spec.key_mode == "separate_key")
+        self.gate_vector = nn.Parameter(torch.empty(n, d, 1), requires_grad=gated)
         self.down = nn.ParameterDict({name: nn.Parameter(torch.empty(n, d, k)) for name in spec.layer_dims})
         self.up = nn.ParameterDict(
             {name: nn.Parameter(torch.empty(n, k, dim)) for name, dim in spec.layer_dims.items()}
@@ -92,27 +110,48 @@ class ResAG(nn.Module):
             nn.init.kaiming_uniform_(self.down[name], a=math.sqrt(5), generator=generator)
             self.up[name].zero_()
 
-    def gate(self, x: Tensor, concept: Tensor | None = None, active: Tensor | None = None) -> GateOutput:
-        """Run the shared attention gate once for an embedding batch ``x`` (B, T, D).
+    def _mix(
+        self, x: Tensor, w_query: Tensor, w_key: Tensor, gate_vector: Tensor, maps: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The gate math, once: ``(g, A X M)`` for gate parameters whose leading axes broadcast with ``x``'s.
 
-        ``concept`` (B,) selects the per-concept forward; ``None`` merges all concepts per token.
+        ``A = softmax(Q Kᵀ)`` mixes the tokens (``Q = X U1``, ``K = Q`` or ``X U2`` by key mode) and
+        ``g = σ(A X v)`` (..., T) gates them; ``M`` is ``maps`` (D, m), or the identity when ``None`` (then
+        ``A X M = Ē``). With maps, ``A (X [v | M])`` is one product: by associativity (A X) M = A (X M), so
+        the token mixing costs T²·(1+m) instead of T²·D. Gate ``"none"``: ``A = I`` and ``g = 1``.
+        """
+        values = x if maps is None else x @ maps
+        if self.spec.gate == "none":
+            return values.new_ones(values.shape[:-1]), values
+        query = x @ w_query
+        key = query if self.spec.key_mode == "query_as_key" else x @ w_key
+        attention = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
+        if maps is None:
+            mixed = attention @ x  # Ē
+            return torch.sigmoid(mixed @ gate_vector).squeeze(-1), mixed
+        mixed = attention @ (x @ torch.cat([gate_vector, maps], dim=-1))  # (..., T, 1+m)
+        return torch.sigmoid(mixed[..., 0]), mixed[..., 1:]
+
+    def gate(self, x: Tensor, concept: Tensor | None = None, active: Tensor | None = None) -> GateOutput:
+        """Run the shared gate once for an embedding batch ``x`` (B, T, D).
+
+        ``concept`` (B,) selects the per-concept forward; ``None`` merges all concepts: per token the largest
+        gate wins (gate ``"attention"``), or every concept's residual is summed (gate ``"none"``).
         ``active`` (N,) bool disables concepts in the merged forward (a token with no active concept
         gets no residual).
         """
         if concept is not None:
-            w_query = self.w_query[concept]  # (B, D, r)
-            w_key = w_query if self.spec.key_mode == "query_as_key" else self.w_key[concept]
-            query = x @ w_query
-            key = query if self.spec.key_mode == "query_as_key" else x @ w_key
-            mixed = torch.softmax(query @ key.transpose(-1, -2), dim=-1) @ x  # (B, T, D)
-            gate = torch.sigmoid(mixed @ self.gate_vector[concept]).squeeze(-1)  # (B, T)
+            gate, mixed = self._mix(x, self.w_query[concept], self.w_key[concept], self.gate_vector[concept])
             choice = concept[:, None].expand_as(gate)
             return GateOutput(gate[..., None] * mixed, choice, gate, per_item=concept)
 
-        query = torch.einsum("btd,ndr->bntr", x, self.w_query)
-        key = query if self.spec.key_mode == "query_as_key" else torch.einsum("btd,ndr->bntr", x, self.w_key)
-        mixed = torch.softmax(query @ key.transpose(-1, -2), dim=-1) @ x[:, None]  # (B, N, T, D)
-        gates = torch.sigmoid(mixed @ self.gate_vector[None]).squeeze(-1)  # (B, N, T)
+        if self.spec.gate == "none":
+            weight = x.new_ones(self.num_concepts) if active is None else active.to(device=x.device, dtype=x.dtype)
+            gate = x.new_ones(x.shape[:-1]) * weight.max()
+            choice = torch.full(x.shape[:-1], -1, dtype=torch.long, device=x.device)
+            return GateOutput(x, choice, gate, summed=weight)
+
+        gates, mixed = self._mix(x[:, None], self.w_query, self.w_key, self.gate_vector)  # (B, N, T), (B, N, T, D)
         if active is not None:
             gates = torch.where(active.to(gates.device)[None, :, None], gates, gates.new_tensor(-1.0))
         gate, choice = gates.max(dim=1)  # first index on ties, like argmax
@@ -124,20 +163,19 @@ class ResAG(nn.Module):
     def gated_maps(self, x: Tensor, concept: int, maps: Tensor) -> Tensor:
         """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).
 
-        By associativity (A X) M = A (X M), and the gate g = σ(A (X v)) needs the same product, so the
-        token mixing costs T²·(1+m) instead of T²·D per embedding (m = columns of ``maps``, e.g. all layers'
-        Down maps side by side). ``x`` (n, T, D), ``maps`` (D, m) -> (n, T, m). Used by training.
+        ``x`` (n, T, D), ``maps`` (D, m) -> (n, T, m), m = columns of ``maps`` (e.g. all layers' Down maps side
+        by side). Used by training (``cpe.losses``); the same :meth:`_mix` as the forwards.
         """
-        w_query = self.w_query[concept]
-        query = x @ w_query
-        key = query if self.spec.key_mode == "query_as_key" else x @ self.w_key[concept]
-        attention = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
-        mixed = attention @ (x @ torch.cat([self.gate_vector[concept], maps], dim=-1))  # (n, T, 1+m)
-        return torch.sigmoid(mixed[..., :1]) * mixed[..., 1:]
+        gate, mixed = self._mix(x, self.w_query[concept], self.w_key[concept], self.gate_vector[concept], maps)
+        return gate[..., None] * mixed
 
     def residual(self, layer: str, g: GateOutput) -> Tensor:
-        """``s · H Down_l Up_l`` for one layer, with each token's chosen concept: (B, T, d_l)."""
+        """``s · H Down_l Up_l`` for one layer, with each token's chosen concept (or their sum): (B, T, d_l)."""
         down, up = self.down[layer], self.up[layer]
+        if g.summed is not None:  # Σ_n w_n s X Down_n Up_n as one product: the concepts' low ranks side by side
+            n, d, k = down.shape
+            down_all = (down * g.summed[:, None, None]).transpose(0, 1).reshape(d, n * k)
+            return self.spec.scale * ((g.hidden @ down_all) @ up.reshape(n * k, -1))
         if g.per_item is not None:
             return self.spec.scale * ((g.hidden @ down[g.per_item]) @ up[g.per_item])
         if self.num_concepts == 1:
@@ -149,7 +187,7 @@ class ResAG(nn.Module):
     def residuals(self, g: GateOutput, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
         """Residuals of many layers; the down maps of all layers run as one matmul per concept pattern."""
         names = list(layers) if layers is not None else self.layers
-        if g.per_item is None and self.num_concepts > 1:
+        if g.per_item is None and (self.num_concepts > 1 or g.summed is not None):
             return {name: self.residual(name, g) for name in names}
         down = torch.cat([self.down[name] for name in names], dim=-1)  # (N, D, L·k)
         low = g.hidden @ (down[g.per_item] if g.per_item is not None else down[0])  # (B, T, L·k)

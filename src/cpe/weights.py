@@ -2,16 +2,20 @@
 
 Our format (``format = cpe-resag``): tensors ``gate.w_query``, ``gate.w_key``, ``gate.vector`` and, per
 layer, ``<layer>.down`` / ``<layer>.up``, each with a concept axis of size 1; metadata holds the
-concept, its neutral, the base model, r, k, α, the gate's key mode, the format version and the
-training config as JSON.
+concept, its neutral, the base model, r, k, α, the gate's key mode, the residual family (``gate``:
+``attention`` or ``none``; a file without the key, written before the key existed, is ``attention``),
+the format version and the training config as JSON. Files of gate ``none`` keep the (unused, untrained)
+gate tensors, so both families share one layout.
 
 Released format (method.md §3.2): ``attention_gate.encoder_layer.slf_attn.attention_module1.w_qs``
 / ``w_ks`` / ``...gate.scaler`` ``.weight``, ``<layer>.lora_down.weight``, ``<layer>.lora_up.weight``,
-``<layer>.alpha``; metadata ``prompts``, ``rank``, ``alpha``. Its gate uses U1 as query and key.
+``<layer>.alpha``; metadata ``prompts``, ``rank``, ``alpha``. Its gate uses U1 as query and key and is
+always the attention gate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from cpe.io_utils import atomic_write, file_sha256
-from cpe.resag import ResAG, ResAGSpec
+from cpe.resag import GATES, ResAG, ResAGSpec
 
 FORMAT_NAME = "cpe-resag"
 FORMAT_VERSION = "1"
@@ -99,6 +103,7 @@ def save_gate_file(
         "lora_rank": str(spec.lora_rank),
         "alpha": str(float(spec.alpha)),
         "key_mode": spec.key_mode,
+        "gate": spec.gate,
         "training_config": json.dumps(training_config or {}, sort_keys=True, default=str),
     }
     return _write_safetensors(Path(path), _ours_tensors(resag, concept_index), metadata, overwrite)
@@ -114,6 +119,25 @@ def _open(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except Exception as e:  # safetensors raises several error types for damaged files
         raise GateFileError(f"{path}: not a readable safetensors gate file ({type(e).__name__}: {e})") from None
     return tensors, metadata
+
+
+def _gate_of(path: Path, meta: dict[str, str]) -> str:
+    """The residual family in a file's metadata; files written before the key existed are attention gates."""
+    gate = meta.get("gate", "attention")
+    if gate not in GATES:
+        raise GateFileError(f"{path}: unknown gate {gate!r} in the metadata (expected one of {', '.join(GATES)})")
+    return gate
+
+
+def stored_gate(path: str | Path) -> str:
+    """The residual family of a gate file from its metadata alone (the released format: attention)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises several error types for damaged files
+        raise GateFileError(f"{path}: not a readable safetensors gate file ({type(e).__name__}: {e})") from None
+    return _gate_of(path, meta) if meta.get("format") == FORMAT_NAME else "attention"
 
 
 def _canonical(path: Path, tensors: dict[str, Tensor], gate_keys: dict, layer_keys: dict) -> dict[str, Tensor]:
@@ -140,7 +164,7 @@ def _canonical(path: Path, tensors: dict[str, Tensor], gate_keys: dict, layer_ke
     return out
 
 
-def _spec_from_tensors(path: Path, t: dict[str, Tensor], alpha: float, key_mode: str) -> ResAGSpec:
+def _spec_from_tensors(path: Path, t: dict[str, Tensor], alpha: float, key_mode: str, gate: str) -> ResAGSpec:
     w_query = t["w_query"]
     if w_query.ndim != 3 or w_query.shape[0] != 1:
         raise GateFileError(f"{path}: gate query weight has shape {tuple(w_query.shape)}, expected (1, D, r)")
@@ -164,7 +188,7 @@ def _spec_from_tensors(path: Path, t: dict[str, Tensor], alpha: float, key_mode:
         layer_dims[name] = up.shape[2]
     if len(ranks) != 1:
         raise GateFileError(f"{path}: layers mix low ranks {sorted(ranks)}")
-    return ResAGSpec(embed_dim, layer_dims, gate_rank, ranks.pop(), alpha, key_mode)
+    return ResAGSpec(embed_dim, layer_dims, gate_rank, ranks.pop(), alpha, key_mode, gate)
 
 
 def read_gate_file(path: str | Path) -> tuple[dict[str, Tensor], GateFileInfo]:
@@ -175,7 +199,7 @@ def read_gate_file(path: str | Path) -> tuple[dict[str, Tensor], GateFileInfo]:
         if meta.get("format_version") != FORMAT_VERSION:
             raise GateFileError(f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}")
         canonical = _canonical(path, tensors, _OURS_GATE, _OURS_LAYER)
-        spec = _spec_from_tensors(path, canonical, float(meta["alpha"]), meta["key_mode"])
+        spec = _spec_from_tensors(path, canonical, float(meta["alpha"]), meta["key_mode"], _gate_of(path, meta))
         if spec.lora_rank != int(meta["lora_rank"]) or spec.gate_rank != int(meta["gate_rank"]):
             raise GateFileError(f"{path}: metadata ranks (r, k) disagree with the tensor shapes")
         info = GateFileInfo(
@@ -184,7 +208,7 @@ def read_gate_file(path: str | Path) -> tuple[dict[str, Tensor], GateFileInfo]:
         )
     elif _RELEASED_GATE["w_query"] in tensors:
         canonical = _canonical(path, tensors, _RELEASED_GATE, _RELEASED_LAYER)
-        spec = _spec_from_tensors(path, canonical, float(meta.get("alpha", "1.0")), "query_as_key")
+        spec = _spec_from_tensors(path, canonical, float(meta.get("alpha", "1.0")), "query_as_key", "attention")
         for name in spec.layer_dims:
             alpha = tensors[f"{name}.alpha"] if f"{name}.alpha" in tensors else None
             if alpha is not None and float(alpha) != spec.alpha:
@@ -216,7 +240,10 @@ def gate_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def _check_compatible(first: GateFileInfo, other: GateFileInfo, pad_ranks: bool) -> None:
     a, b = first.spec, other.spec
-    checks = [("text width D", a.embed_dim, b.embed_dim), ("key mode", a.key_mode, b.key_mode)]
+    # gate "none" sums residuals, "attention" picks one concept per token: no merge of both is faithful to either
+    checks = [("text width D", a.embed_dim, b.embed_dim), ("gate", a.gate, b.gate)]
+    if a.gate == "attention":  # gate "none" never reads its key weights
+        checks.append(("key mode", a.key_mode, b.key_mode))
     if not pad_ranks:
         checks += [("gate rank r", a.gate_rank, b.gate_rank), ("low rank k", a.lora_rank, b.lora_rank),
                    ("alpha", a.alpha, b.alpha)]
@@ -260,7 +287,8 @@ def load_erasers(
 
     ``key_mode`` overrides the files' gate key mode (e.g. to study the paper's separate-key variant).
     ``pad_ranks`` merges files of different r, k or α (e.g. celebrities with explicit content) by exact
-    zero-padding; otherwise such files are an error, as in the reference.
+    zero-padding; otherwise such files are an error, as in the reference. The ResAG has the files' gate
+    (``attention`` or ``none``); files of different gates are an error.
     """
     files = gate_files(paths)
     loaded = [read_gate_file(path) for path in files]
@@ -272,9 +300,9 @@ def load_erasers(
     if pad_ranks:
         r, k = max(i.spec.gate_rank for i in infos), max(i.spec.lora_rank for i in infos)
         tensors_list = [_pad(t, i.spec, r, k) for t, i in zip(tensors_list, infos, strict=True)]
-        spec = ResAGSpec(spec.embed_dim, spec.layer_dims, r, k, float(k), spec.key_mode)  # scale α/k = 1
+        spec = dataclasses.replace(spec, gate_rank=r, lora_rank=k, alpha=float(k))  # scale α/k = 1
     if key_mode is not None and key_mode != spec.key_mode:
-        spec = ResAGSpec(spec.embed_dim, spec.layer_dims, spec.gate_rank, spec.lora_rank, spec.alpha, key_mode)
+        spec = dataclasses.replace(spec, key_mode=key_mode)
     resag = ResAG(spec, num_concepts=len(loaded))
     for index, tensors in enumerate(tensors_list):
         resag.load_concept(index, tensors)
@@ -285,6 +313,8 @@ def load_erasers(
 def export_released(src: str | Path, dst: str | Path, overwrite: bool = False) -> Path:
     """Write a gate file of ours in the authors' released format (their loader reads it as is)."""
     tensors, info = read_gate_file(src)
+    if info.spec.gate != "attention":
+        raise GateFileError(f"{src}: the released format has the attention gate, this file is gate {info.spec.gate}")
     if info.spec.key_mode != "query_as_key":
         raise GateFileError(f"{src}: the released format implies key mode query_as_key, this file is separate_key")
     out = {_RELEASED_GATE[key]: tensors[key] for key in _RELEASED_GATE}

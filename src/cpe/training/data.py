@@ -95,6 +95,7 @@ def load_frozen(cfg: TrainConfig, device: torch.device) -> FrozenModel:
         embed_dim=next(iter(projections.values())).shape[1],
         layer_dims={name: w.shape[0] for name, w in projections.items()},
         gate_rank=net.gate_rank, lora_rank=net.lora_rank, alpha=net.alpha, key_mode=net.key_mode,
+        gate=net.gate,
     )
     return FrozenModel(tokenizer, text_encoder, kv, spec, device, embedding_cache(cfg, device))
 

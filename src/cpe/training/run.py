@@ -19,6 +19,7 @@ from cpe.prompts import Concept, load_concepts
 from cpe.training.data import PromptSide, encode_prompt_side, load_frozen, prepare_batch, read_prompt_lists
 from cpe.training.files import ConceptPaths, TrainingError, read_checkpoint
 from cpe.training.loop import BatchTrainer, erase_phase
+from cpe.weights import stored_gate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ def plan(cfg: TrainConfig, concepts: list[Concept], resume: bool, overwrite: boo
             todo.append((concept, None))
             continue
         if paths.last.is_file():
+            trained_gate = stored_gate(paths.last)
+            if trained_gate != cfg.network.gate:
+                raise TrainingError(
+                    f"{paths.last}: trained with network.gate {trained_gate}, this config asks for {cfg.network.gate}; "
+                    "put {gate} in save.experiment or pass --overwrite"
+                )
             log.info("%s: already trained (%s), skipped", concept.target, paths.last)
             continue
         if paths.checkpoint.is_file() and resume:
@@ -130,9 +137,9 @@ def _train_todo(cfg: TrainConfig, todo: list, lists: PromptSide, device: torch.d
 
 def describe(cfg: TrainConfig) -> str:
     """One line with the step counts of the schedule (for the CLI banner)."""
-    t, a = cfg.train, cfg.adversarial
+    t, a, net = cfg.train, cfg.adversarial, cfg.network
     erase = sum(erase_phase(cfg, s).steps for s in range(t.num_stages))
     adv = a.iterations * t.num_stages if a.enabled else 0
     return (f"{t.num_stages} stages, {erase} erase + {adv} adversarial steps per concept, "
-            f"g={t.guidance} pal={t.pal:g} r={cfg.network.gate_rank} k={cfg.network.lora_rank}, "
+            f"g={t.guidance} pal={t.pal:g} gate={net.gate} r={net.gate_rank} k={net.lora_rank}, "
             f"S={cfg.anchors.per_step} P={a.num_embeddings} noise={cfg.anchors.noise_scale:g}")
