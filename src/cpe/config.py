@@ -8,6 +8,7 @@ folder; ``{root}`` in a path stands for the repository root (the folder holding 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from cpe.names import check_file_part, check_relative_folder, printable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -54,10 +57,13 @@ def _convert(value: Any, hint: Any, source: str, key: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
             number = float(value) if hint is float else int(value)
-        except (TypeError, ValueError):
+            fractional = hint is int and float(value) != number
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
-        if hint is int and float(value) != number:
+        if fractional:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if hint is float and not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return number
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
@@ -70,9 +76,10 @@ def build_dataclass(cls: type[T], data: dict, source: str, prefix: str = "") -> 
     """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ``ConfigError`` naming key and file."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (allowed there: {', '.join(names)})")
+        key = printable(prefix + str(unknown[0]))
+        raise ConfigError(f"{source}: unknown key '{key}' (allowed there: {', '.join(names)})")
     kwargs = {key: _convert(value, hints[key], source, prefix + key) for key, value in data.items()}
     return cls(**kwargs)
 
@@ -83,8 +90,10 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"config file does not exist: {path}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except Exception as e:  # YAMLError, and ValueError/TypeError from YAML values (e.g. the date 2001-02-30)
+        raise ConfigError(f"{path}: not valid YAML ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
 
 
 def resolve_path(value: str, base: Path) -> Path:
@@ -100,7 +109,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.path=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except Exception as e:  # as in read_yaml
+        raise ConfigError(f"override {text!r}: not a YAML value ({(str(e).splitlines() or ['?'])[0]})") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -261,9 +273,14 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
     if cfg.anchors.sentences is None and cfg.anchors.general_words is None and cfg.anchors.candidates is None:
         raise ConfigError(f"{where}: anchors need sentences, general_words or candidates")
     try:
-        cfg.experiment_name()
-    except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"{where}: save.experiment has an unknown placeholder ({e})") from None
+        experiment = cfg.experiment_name()
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{where}: save.experiment has an unknown placeholder ({e!r})") from None
+    try:  # outputs (and --overwrite) must stay inside save.root
+        check_relative_folder(experiment, "save.experiment")
+        check_file_part(cfg.save.name, "save.name")
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -7,12 +7,15 @@ there; ``scripts/prepare_data.py`` builds them).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from cpe.names import check_relative_folder
 
 
 @dataclass
@@ -60,7 +63,7 @@ def _validated(values: dict[str, Any], source: str) -> GenerationConfig:
         cfg: GenerationConfig = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        first_line = str(e).splitlines()[0]
+        first_line = (str(e).splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{source}: bad value for generation config key {key!r}: {first_line}") from None
     _check_values(cfg, source)
     return cfg
@@ -69,6 +72,12 @@ def _validated(values: dict[str, Any], source: str) -> GenerationConfig:
 def _check_values(cfg: GenerationConfig, source: str) -> None:
     if cfg.prompt_path in ("", "???"):
         raise ValueError(f"{source}: generation config key 'prompt_path' is required")
+    if not math.isfinite(cfg.guidance_scale):
+        raise ValueError(f"{source}: generation config key 'guidance_scale' must be finite, got {cfg.guidance_scale}")
+    try:  # images must stay inside save_root
+        check_relative_folder(cfg.subset, "generation config key 'subset'")
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     positive = {"width": cfg.width, "height": cfg.height, "num_inference_steps": cfg.num_inference_steps,
                 "generate_num": cfg.generate_num, "batch_size": cfg.batch_size}
     for key, value in positive.items():
@@ -90,7 +99,8 @@ def load_gen_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     try:
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as e:  # yaml scanner/parser errors carry several lines
-        raise ValueError(f"{path}: not a readable YAML generation config ({str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: not a readable YAML generation config ({first})") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):

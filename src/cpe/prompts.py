@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from cpe.names import folder_name, printable
 
 
 @dataclass(frozen=True)
@@ -20,8 +23,8 @@ class Concept:
 
     @property
     def folder(self) -> str:
-        """Output folder name: lower-case target, spaces -> underscores (non-ASCII kept)."""
-        return self.target.strip().lower().replace(" ", "_")
+        """Output folder name: lower-case target, spaces -> underscores, non-ASCII kept (``cpe.names.folder_name``)."""
+        return folder_name(self.target)
 
 
 def read_csv_column(path: str | Path, column: str) -> list[str]:
@@ -29,11 +32,14 @@ def read_csv_column(path: str | Path, column: str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file does not exist: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: no column {column!r} (columns: {reader.fieldnames})")
-        return [row[column].strip() for row in reader if (row[column] or "").strip()]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if column not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: no column {column!r} (columns: {reader.fieldnames})")
+            return [row[column].strip() for row in reader if (row[column] or "").strip()]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV file ({type(e).__name__}: {printable(e)})") from None
 
 
 def unique(values: list[str]) -> list[str]:
@@ -46,16 +52,21 @@ def load_concepts(path: str | Path, default_neutral: str, default_guidance: floa
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"concept list does not exist: {path}")
-    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable UTF-8 YAML file ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty YAML list of concepts")
-    concepts = []
+    concepts: list[Concept] = []
+    folders: dict[str, int] = {}  # folder name -> entry index
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = {"target": entry}
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: entry {i} is not a mapping or a string")
-        unknown = sorted(set(entry) - {"target", "neutral", "guidance"})
+        unknown = sorted(set(entry) - {"target", "neutral", "guidance"}, key=str)
         if unknown:
             raise ValueError(f"{path}: entry {i} has unknown key {unknown[0]!r} (allowed: target, neutral, guidance)")
         target = str(entry.get("target") or "").strip()
@@ -65,12 +76,20 @@ def load_concepts(path: str | Path, default_neutral: str, default_guidance: floa
         try:
             guidance = float(entry.get("guidance", default_guidance))
         except (TypeError, ValueError):
-            raise ValueError(f"{path}: entry {i} ({target}) has a non-numeric guidance") from None
-        concepts.append(Concept(target, neutral, guidance))
-    folders = [c.folder for c in concepts]
-    duplicate = next((f for f in folders if folders.count(f) > 1), None)
-    if duplicate:
-        raise ValueError(f"{path}: concept {duplicate!r} is listed twice")
+            raise ValueError(f"{path}: entry {i} ({target!r}) has a non-numeric guidance") from None
+        if not math.isfinite(guidance):
+            raise ValueError(f"{path}: entry {i} ({target!r}) has a non-finite guidance {guidance}")
+        concept = Concept(target, neutral, guidance)
+        try:
+            folder = concept.folder
+        except ValueError as e:
+            raise ValueError(f"{path}: entry {i}: concept {e}") from None
+        if folder in folders:
+            first = folders[folder]
+            raise ValueError(f"{path}: entries {first} ({concepts[first].target!r}) and {i} ({target!r}) "
+                             f"share the output folder {folder!r}")
+        folders[folder] = i
+        concepts.append(concept)
     return concepts
 
 
