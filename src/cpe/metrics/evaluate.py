@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.io_utils import atomic_write, atomic_write_text
+from cpe.io_utils import atomic_write, atomic_write_text, error_line
 from cpe.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScorer, clip_score, clip_versions
 from cpe.metrics.domains import DOMAINS, Column, Domain, harmonic_h
 from cpe.metrics.features import CleanFidInception, FeatureExtractor
@@ -114,7 +114,7 @@ class Evaluation:
         if key not in self._features:
             path = self.out / "features" / f"{key}.pt"
             if path.is_file():
-                self._features[key] = torch.load(path)
+                self._features[key] = torch.load(path, weights_only=True)
             else:
                 feats = image_features(self.extractor, images.paths, self.batch_size, desc=f"features {images.root}")
                 atomic_write(path, lambda tmp: torch.save(feats, tmp))
@@ -287,8 +287,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     """``main`` with bad input reported as one line on stderr and exit status 2."""
     try:
         main(argv)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0
 
