@@ -1,16 +1,17 @@
 """kill -9 during training and generation, then resume: the results equal an uninterrupted run's, bit for bit.
 
-A real ``train_cpe.py`` / ``generate.py`` process runs in a subprocess; a thin driver pauses it right after
-step K (K drawn from a seeded RNG, so a failure reproduces), the test sends SIGKILL, and the same command
-with ``--resume`` (training) or as is (generation) finishes the job.
+``train_cpe.main`` / ``generate.main`` run in a separate process (forked from the test, which saves a second
+import of torch); a thin wrapper pauses it right after step K (K drawn from a seeded RNG, so a failure
+reproduces), the test sends SIGKILL, and the same command with ``--resume`` (training) or as is
+(generation) finishes the job.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,50 +32,59 @@ TRAIN_KILL = RNG.randrange(5, TRAIN_STEPS)  # after the first stage's checkpoint
 GEN_ROWS = 8
 GEN_KILL = RNG.randrange(1, GEN_ROWS - 1)  # images written before the kill
 
-DRIVER = r"""
-import sys, time
-kind, count, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-calls = 0
+def _paused_cli(kind: str, count: int, marker: str, argv: list[str]) -> None:
+    """In the forked child: run the CLI, pausing for ever right after its ``count``-th step (or image)."""
+    calls = 0
 
-def pause_after(real):
-    def wrapper(*args, **kwargs):
-        global calls
-        result = real(*args, **kwargs)
-        calls += 1
-        if calls == count:
-            open(marker, "w").close()
-            time.sleep(600)  # the test sends SIGKILL here
-        return result
-    return wrapper
+    def pause_after(real):
+        def wrapper(*args, **kwargs):
+            nonlocal calls
+            result = real(*args, **kwargs)
+            calls += 1
+            if calls == count:
+                Path(marker).touch()
+                time.sleep(600)  # the test sends SIGKILL here
+            return result
+        return wrapper
 
-if kind == "train":
-    from cpe.training import loop
-    loop.RunLog.record = pause_after(loop.RunLog.record)  # called once per optimisation step
-    import train_cpe as cli
-else:
-    import cpe.generation as generation
-    generation._save_png = pause_after(generation._save_png)  # called once per image
-    import generate as cli
-sys.exit(cli.main(sys.argv[4:]))
-"""
+    try:
+        if kind == "train":
+            from cpe.training import loop
+
+            loop.RunLog.record = pause_after(loop.RunLog.record)  # called once per optimisation step
+            train_cpe.main(argv)
+        else:
+            import cpe.generation as generation
+
+            generation._save_png = pause_after(generation._save_png)  # called once per image
+            _generate_cli().main(argv)
+    finally:
+        os._exit(3)  # never return into pytest; reaching this means the kill did not come
+
+
+def _generate_cli():
+    sys.path.insert(0, str(REPO))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(REPO))
+    return generate
 
 
 def kill_after(kind: str, count: int, argv: list[str], tmp_path: Path) -> None:
-    """Run the CLI in a subprocess, SIGKILL it right after its ``count``-th step (or image)."""
-    marker, log = tmp_path / f"{kind}.paused", tmp_path / f"{kind}.stderr"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH")]))}
-    with open(log, "w") as err:
-        process = subprocess.Popen([sys.executable, "-c", DRIVER, kind, str(count), str(marker), *argv], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"{kind} did not reach step {count}: {log.read_text()[-2000:]}")
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
+    """Run the CLI in a separate process (forked: no second import of torch), SIGKILL it after step ``count``."""
+    marker = tmp_path / f"{kind}.paused"
+    process = multiprocessing.get_context("fork").Process(target=_paused_cli, args=(kind, count, str(marker), argv))
+    process.start()
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if not process.is_alive() or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{kind} did not reach step {count} (exit code {process.exitcode})")
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # kill -9
+    process.join(timeout=60)
+    assert process.exitcode == -signal.SIGKILL
 
 
 def tensors(path: Path) -> dict:
@@ -115,11 +125,7 @@ def test_generation_killed_after_a_random_image_resumes_to_identical_images_and_
     config = tmp_path / "erased.yaml"
     config.write_text(f"prompt_path: {csv}\nwidth: 16\nheight: 16\nnum_inference_steps: 2\n")
     argv = ["--config", str(config), "--model", str(tiny_pipeline_dir), "--device", "cpu"]
-    sys.path.insert(0, str(REPO))
-    try:
-        import generate
-    finally:
-        sys.path.remove(str(REPO))
+    generate = _generate_cli()
     assert generate.main([*argv, "--save_root", str(tmp_path / "whole")]) == 0
 
     kill_after("generate", GEN_KILL, [*argv, "--save_root", str(tmp_path / "killed")], tmp_path)
