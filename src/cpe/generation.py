@@ -73,7 +73,8 @@ class GenerationPipeline:
     """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
-                 device: str | torch.device | None = None, pad_ranks: bool = False) -> None:
+                 device: str | torch.device | None = None, pad_ranks: bool = False, load_model: bool = True) -> None:
+        """Load the erasers, then (unless ``load_model`` is False: call ``load_model()`` later) the pipeline."""
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
@@ -85,10 +86,18 @@ class GenerationPipeline:
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
                 )
-        self.pipe = load_pipeline(model, device=resolve_device(device), dtype=cfg.dtype)
+        self._resag, self._device = resag, device
+        self.pipe = None
+        self.network = None
+        if load_model:
+            self.load_model()
+
+    def load_model(self) -> None:
+        """Load the pipeline and attach the erasers (the slow part: run_generation checks its folder first)."""
+        cfg, resag = self.cfg, self._resag
+        self.pipe = load_pipeline(self.model, device=resolve_device(self._device), dtype=cfg.dtype)
         if cfg.scheduler:
             self.pipe.scheduler = _scheduler(cfg.scheduler, self.pipe.scheduler.config)
-        self.network = None
         if resag is not None:
             from cpe.network import CPENetwork
 
@@ -96,7 +105,7 @@ class GenerationPipeline:
             try:
                 self.network.attach(self.pipe.unet)
             except ValueError as e:
-                raise ValueError(f"erasers do not fit model {model}: {e}") from None
+                raise ValueError(f"erasers do not fit model {self.model}: {e}") from None
 
     @property
     def device(self) -> torch.device:
@@ -242,10 +251,11 @@ def run_generation(
     if experiment:
         check_relative_folder(experiment, "experiment")
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
-    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks)
+    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, load_model=False)
     out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
-    check_writable_folder(targets)
+    check_writable_folder(targets)  # before the slow part
+    gen.load_model()
     old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
     settings = gen_folder.settings(gen.model, gen.eraser_records(), cfg.image_settings())
     new = {} if grid else {image_name(r, i): _record(r, i, gen, config_path)
