@@ -63,9 +63,11 @@ def test_folder_names_are_one_safe_component_that_the_file_system_accepts(folder
         one_line_project_error(e)
         return
     assert_safe_component(folder, name, FOLDER_MAX_BYTES)
-    (folder / name).mkdir()  # the file system takes it as one new folder directly inside
-    assert [p.name for p in folder.iterdir()] == [name]
-    (folder / name).rmdir()
+    parent = folder / "names"
+    parent.mkdir(exist_ok=True)
+    (parent / name).mkdir()  # the file system takes it as one new folder directly inside
+    assert [p.name for p in parent.iterdir()] == [name]
+    (parent / name).rmdir()
 
 
 @SETTINGS
