@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from cpe.gen_config import load_gen_config
+from cpe.io_utils import error_line
 from cpe.models import DEFAULT_MODEL
 
 
@@ -24,6 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", action="store_true", help="one labelled PNG per prompt: original vs erased, same seed")
     p.add_argument("--pad_ranks", action="store_true",
                    help="merge erasers of different gate/low ranks (celebrities + explicit) exactly by zero-padding")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the output folder over when it holds images of other erasers or settings "
+                        "(its images and manifest are deleted); without it such a rerun is refused")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the accelerate process's device)")
     overrides = p.add_argument_group("config overrides")
     overrides.add_argument("--data_dir", help="folder of the prompt CSVs (relative prompt_path values)")
@@ -44,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
                                  config_path=args.config, grid=args.grid, device=args.device,
-                                 pad_ranks=args.pad_ranks)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+                                 pad_ranks=args.pad_ranks, overwrite=args.overwrite)
+    except (OSError, ValueError) as e:  # bad input, and OS failures (full disk, unwritable folder), in one line
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     from accelerate import PartialState
 

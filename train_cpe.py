@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from cpe.config import ConfigError, load_train_config
+from cpe.io_utils import error_line
 from cpe.training import TrainingError, describe, train
 
 
@@ -35,7 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config override, e.g. --set train.iterations=10 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue unfinished concepts from their checkpoints")
-    parser.add_argument("--overwrite", action="store_true", help="retrain concepts that already have weights")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain concepts that already have weights (the old files are replaced only once the "
+                             "new ones are complete)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     return parser.parse_args(argv)
 
@@ -62,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_train_config(args.config, overrides(args))
         print(f"{cfg.output_dir()}: {describe(cfg)}")
         summary = train(cfg, args.st_idx, args.end_idx, args.resume, args.overwrite, args.guidance)
-    except (ConfigError, TrainingError, FileNotFoundError, IndexError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, TrainingError, OSError, IndexError, ValueError) as e:  # also full disk, unwritable output
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     print(f"trained {len(summary.trained)} concept(s), skipped {summary.skipped} finished, {summary.seconds:.1f} s")
     return 0

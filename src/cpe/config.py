@@ -11,6 +11,7 @@ inside a config file are resolved against the file's folder; ``{root}`` in a pat
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from cpe.names import check_file_part, check_relative_folder, printable
 from cpe.resag import GATES, KEY_MODES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +73,10 @@ def _convert(value: Any, hint: Any) -> Any:
             raise ValueError(f"must be {kind}, got {value!r}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"must be {kind}, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {value!r}")
         if hint is float:
             return number
         if not number.is_integer():
@@ -116,9 +120,10 @@ def build_dataclass(cls: type[T], data: dict, source: str, prefix: str = "", wha
     (``prefix`` + field, e.g. ``train.iterations``) and ``source`` (the file). ``what`` names keys in the unknown-key
     message (e.g. "generation config key")."""
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown {what} '{prefix}{unknown[0]}' (allowed there: {', '.join(names)})")
+        key = printable(prefix + str(unknown[0]))
+        raise ConfigError(f"{source}: unknown {what} '{key}' (allowed there: {', '.join(names)})")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
@@ -139,8 +144,10 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"config file does not exist: {path}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except Exception as e:  # YAMLError, and ValueError/TypeError from YAML values (e.g. the date 2001-02-30)
+        raise ConfigError(f"{path}: not valid YAML ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
 
 
 def resolve_path(value: str, base: Path) -> Path:
@@ -156,7 +163,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.path=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except Exception as e:  # as in read_yaml
+        raise ConfigError(f"override {text!r}: not a YAML value ({(str(e).splitlines() or ['?'])[0]})") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -296,9 +306,14 @@ class TrainConfig(Section):
         if a.sentences is None and a.general_words is None and a.candidates is None:
             raise self.error("anchors", "need sentences, general_words or candidates")
         try:
-            self.experiment_name()
-        except (KeyError, IndexError, ValueError) as e:
-            raise self.error("save.experiment", f"has an unknown placeholder ({e})") from None
+            experiment = self.experiment_name()
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
+            raise self.error("save.experiment", f"has an unknown placeholder ({e!r})") from None
+        try:  # outputs (and --overwrite) must stay inside save.root
+            check_relative_folder(experiment, "save.experiment")
+            check_file_part(self.save.name, "save.name")
+        except ValueError as e:
+            raise self.error("save", str(e)) from None
 
     def path(self, value: str) -> Path:
         """Resolve a path from this config (relative to the config file's folder)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cpe.config import ConfigError, DTypeName, Section, at_least, build_dataclass, read_yaml
+from cpe.names import check_relative_folder
 
 
 @dataclass
@@ -43,6 +44,10 @@ class GenerationConfig(Section):
         if self.last_row is not None and self.last_row <= (self.first_row or 0):
             raise self.error("last_row", f"must be after first_row: rows [{self.first_row or 0}, {self.last_row}) "
                                          "are none (the end is exclusive)")
+        try:  # images must stay inside save_root
+            check_relative_folder(self.subset, "subset")
+        except ValueError as e:
+            raise self.error("subset", str(e)) from None
 
     def resolved_prompt_path(self) -> Path:
         path = Path(self.prompt_path).expanduser()

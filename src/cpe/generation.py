@@ -11,9 +11,7 @@ the main process writes the merged manifest at the end.
 from __future__ import annotations
 
 import json
-import re
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,25 +22,25 @@ from accelerate.utils import gather_object
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cpe import gen_folder
 from cpe.gen_config import GenerationConfig
 from cpe.grid import compare_grid
-from cpe.io_utils import atomic_write, atomic_write_jsonl, read_jsonl
+from cpe.io_utils import atomic_write, atomic_write_jsonl, check_writable_folder, read_jsonl, remove_stale_temp_files
 from cpe.manifest import MANIFEST_NAME, read_manifest
 from cpe.models import load_pipeline, resolve_device
+from cpe.names import FOLDER_MAX_BYTES, bounded, check_relative_folder, slug
 from cpe.prompt_csv import PromptRow, read_prompt_csv
 from cpe.weights import GateFileInfo, load_erasers
 
 ORIGINAL = "original"
 LOG_NAME = "generation_log.jsonl"
 GRID_FOLDER = "grids"
-SLUG_MAX_CHARS = 80
-_UNSAFE = re.compile(r"[^\w\-.,'&()+]+")  # \w is Unicode-aware: accented names stay readable
+SLUG_MAX_BYTES = 80  # UTF-8 bytes, so an image name stays far below the 255-byte limit of a file name
 
 
-def slugify(text: str, max_chars: int = SLUG_MAX_CHARS) -> str:
+def slugify(text: str, max_bytes: int = SLUG_MAX_BYTES) -> str:
     """A file-name-safe form of a prompt: runs of spaces/symbols -> ``_``; no ``/``, ``\\``, ``:``, ``*``..."""
-    slug = _UNSAFE.sub("_", unicodedata.normalize("NFC", text)).strip("_.")
-    return slug[:max_chars].rstrip("_.") or "prompt"
+    return slug(text, max_bytes)
 
 
 def image_name(row: PromptRow, index: int) -> str:
@@ -57,7 +55,8 @@ def experiment_name(infos: Sequence[GateFileInfo]) -> str:
     """The erasers' experiment folder (``<experiment>/<concept>/<file>``); several are joined with ``+``."""
     if not infos:
         return ORIGINAL
-    return "+".join(sorted({Path(info.path).resolve().parent.parent.name for info in infos}))
+    joined = "+".join(sorted({Path(info.path).resolve().parent.parent.name for info in infos}))
+    return bounded(joined.lstrip(".") or "erasers", FOLDER_MAX_BYTES)
 
 
 @dataclass
@@ -74,7 +73,8 @@ class GenerationPipeline:
     """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
-                 device: str | torch.device | None = None, pad_ranks: bool = False) -> None:
+                 device: str | torch.device | None = None, pad_ranks: bool = False, load_model: bool = True) -> None:
+        """Load the erasers, then (unless ``load_model`` is False: call ``load_model()`` later) the pipeline."""
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
@@ -86,10 +86,18 @@ class GenerationPipeline:
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
                 )
-        self.pipe = load_pipeline(model, device=resolve_device(device), dtype=cfg.dtype)
+        self._resag, self._device = resag, device
+        self.pipe = None
+        self.network = None
+        if load_model:
+            self.load_model()
+
+    def load_model(self) -> None:
+        """Load the pipeline and attach the erasers (the slow part: run_generation checks its folder first)."""
+        cfg, resag = self.cfg, self._resag
+        self.pipe = load_pipeline(self.model, device=resolve_device(self._device), dtype=cfg.dtype)
         if cfg.scheduler:
             self.pipe.scheduler = _scheduler(cfg.scheduler, self.pipe.scheduler.config)
-        self.network = None
         if resag is not None:
             from cpe.network import CPENetwork
 
@@ -97,7 +105,7 @@ class GenerationPipeline:
             try:
                 self.network.attach(self.pipe.unet)
             except ValueError as e:
-                raise ValueError(f"erasers do not fit model {model}: {e}") from None
+                raise ValueError(f"erasers do not fit model {self.model}: {e}") from None
 
     @property
     def device(self) -> torch.device:
@@ -230,18 +238,38 @@ def run_generation(
     grid: bool = False,
     device: str | None = None,
     pad_ranks: bool = False,
+    overwrite: bool = False,
 ) -> GenerationSummary:
     """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first.
 
     ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``).
+    A folder holding images of other erasers or settings is refused (``cpe.gen_folder``) unless
+    ``overwrite``, which deletes its images and manifest and starts it over.
     """
     start = time.perf_counter()
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
+    if experiment:
+        check_relative_folder(experiment, "experiment")
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
-    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks)
+    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, load_model=False)
     out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
+    check_writable_folder(targets)  # before the slow part
+    gen.load_model()
     old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
+    settings = gen_folder.settings(gen.model, gen.eraser_records(), cfg.image_settings())
+    new = {} if grid else {image_name(r, i): _record(r, i, gen, config_path)
+                           for r in table.rows for i in range(cfg.generate_num)}
+    gen_folder.check(targets, settings, old, new, grid, overwrite)  # every process, before anything is written
+    if state.is_main_process:
+        remove_stale_temp_files(targets)  # left by a killed run
+        remove_stale_temp_files(out_dir)
+        if overwrite:
+            gen_folder.start_over(targets, old, None if grid else out_dir / MANIFEST_NAME, grid)
+        gen_folder.write(targets, settings)
+    state.wait_for_everyone()
+    if overwrite:
+        old = {}
 
     def done(row: PromptRow) -> bool:
         if grid:

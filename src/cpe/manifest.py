@@ -10,7 +10,7 @@ CSV's other columns, e.g. ``case_number``, ``artist``, ``type``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from cpe.io_utils import read_jsonl
 
@@ -32,6 +32,13 @@ class ManifestCheck:
     def present(self) -> list[dict]:
         missing = set(self.missing_images)
         return [r for r in self.records if r["file"] not in missing]
+
+    def require_complete(self) -> None:
+        """Raise unless every manifest row has its image and every image has its row."""
+        if self.missing_images or self.unlisted_images:
+            first = (self.missing_images or self.unlisted_images)[0]
+            kind = "missing" if self.missing_images else "not in the manifest"
+            raise ValueError(f"{self.report()}; first {kind}: {first}")
 
     def report(self) -> str:
         return (
@@ -63,10 +70,22 @@ def read_manifest(folder_or_file: str | Path) -> list[dict]:
         raise FileNotFoundError(f"no generation manifest at {path}")
     records = read_jsonl(path)
     for number, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: manifest record is not a JSON object")
         for name in REQUIRED_FIELDS:
             if name not in record:
                 raise ValueError(f"{path}:{number}: manifest record lacks field {name!r}")
+        if not _inside(record["file"]):
+            raise ValueError(f"{path}:{number}: file {record['file']!r} is not a relative path inside the folder")
     return records
+
+
+def _inside(file: object) -> bool:
+    """A ``file`` field names a path below the manifest's folder: relative, no ``..``, no drive or root."""
+    if not isinstance(file, str) or not file or "\x00" in file:
+        return False
+    posix, windows = PurePosixPath(file), PureWindowsPath(file)
+    return not (posix.is_absolute() or windows.anchor or ".." in posix.parts or ".." in windows.parts)
 
 
 def check_manifest(folder_or_file: str | Path) -> ManifestCheck:

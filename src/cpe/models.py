@@ -6,8 +6,10 @@ project builds for tests and the offline demo (a local folder instead of a hub i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import re
 import typing
 import warnings
@@ -24,11 +26,56 @@ CLIP_TOKENIZER_ASSETS = Path(__file__).parent / "assets" / "clip_tokenizer"
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 
 
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded (damaged files, unknown hub id, hub unreachable), in one line."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
 def check_model_source(model: str) -> None:
-    """Fail early, in one line, when ``model`` looks like a local path that does not exist."""
+    """Fail early, in one line, when ``model`` is neither a local folder nor a loadable hub id.
+
+    A hub id that is not in the local cache is looked up once (a few seconds at most) instead of letting
+    the loaders retry for half a minute and end in a traceback.
+    """
     looks_local = model.startswith((".", "/", "~")) or Path(model).expanduser().exists() or model.count("/") > 1
     if looks_local and not Path(model).expanduser().is_dir():
         raise FileNotFoundError(f"model folder does not exist: {model}")
+    if not looks_local:
+        _check_hub_model(model)
+
+
+@functools.lru_cache(maxsize=16)
+def _check_hub_model(model: str) -> None:
+    if not _HUB_ID.match(model):
+        raise ModelLoadError(f"model {model!r} is neither a local folder nor a Hugging Face hub id")
+    import huggingface_hub
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(model, "model_index.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ModelLoadError(f"model {model!r} is not a local folder nor in the Hugging Face cache (HF_HUB_OFFLINE)")
+    try:
+        huggingface_hub.model_info(model, timeout=10)
+    except Exception as e:  # connection errors, unknown or gated repositories
+        raise ModelLoadError(f"model {model!r} is not a local folder nor in the Hugging Face cache, and the hub "
+                             f"lookup failed ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
+
+
+@contextmanager
+def _loading(model: str, what: str) -> Iterator[None]:
+    """Turn a loader's failure (damaged or missing files, bad configs) into a one-line ``ModelLoadError``."""
+    try:
+        yield
+    except (ModelLoadError, FileNotFoundError):
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"{model}: cannot load the {what} ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def clip_tokenizer_from_assets(model_max_length: int = 77) -> CLIPTokenizer:
@@ -111,14 +158,15 @@ def component_files(model: str, subfolders: Sequence[str]) -> dict:
 
 def load_tokenizer(model: str) -> CLIPTokenizer:
     check_model_source(model)
-    return CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+    with _loading(model, "tokenizer"):
+        return CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
 
 
 def load_text_encoder(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
     from transformers import CLIPTextModel
 
     check_model_source(model)
-    with _quiet_dtype_rename():
+    with _quiet_dtype_rename(), _loading(model, "text encoder"):
         encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=resolve_dtype(dtype))
     return encoder.to(device).eval().requires_grad_(False)
 
@@ -127,7 +175,7 @@ def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch
     from diffusers import UNet2DConditionModel
 
     check_model_source(model)
-    with _quiet_dtype_rename():
+    with _quiet_dtype_rename(), _loading(model, "UNet"):
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=resolve_dtype(dtype))
     return unet.to(device).eval().requires_grad_(False)
 
@@ -135,7 +183,7 @@ def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch
 def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
     """A ``StableDiffusionPipeline`` with the safety checker off (as in the paper's generation)."""
     check_model_source(model)
-    with _quiet_dtype_rename():
+    with _quiet_dtype_rename(), _loading(model, "pipeline"):
         pipe = stable_diffusion_pipeline_class().from_pretrained(
             model, torch_dtype=resolve_dtype(dtype), safety_checker=None, requires_safety_checker=False
         )
@@ -200,8 +248,10 @@ def load_cross_attention_weights(
         f"{path}.{part}.weight": (path, part.removesuffix(".0")) for path in modules for part in CROSS_ATTENTION_PARTS
     }
     found: dict[str, dict[str, torch.Tensor]] = {}
-    for file in _unet_weight_files(model):
-        with safe_open(str(file), framework="pt") as f:
+    with _loading(model, "UNet weights"):
+        files = _unet_weight_files(model)
+    for file in files:
+        with _loading(str(file), "UNet weights"), safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 if key in wanted:
                     module, part = wanted[key]

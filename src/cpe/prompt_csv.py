@@ -7,6 +7,7 @@ counted (I2P has one).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,22 @@ class PromptTable:
     total_rows: int  # data rows in the whole file
 
 
+SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
+
+
 def _number(value: str, kind: type, column: str, path: Path, line: int) -> int | float:
     try:
-        return kind(float(value)) if kind is int and "." in value else kind(value)
-    except ValueError:
+        if kind is int and "." in value:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        number = kind(value)
+    except (ValueError, OverflowError):
         raise ValueError(f"{path}:{line}: column {column!r} value {value!r} is not a {kind.__name__}") from None
+    if kind is float and not math.isfinite(number):
+        raise ValueError(f"{path}:{line}: column {column!r} value {value!r} is not finite")
+    return number
 
 
 def read_prompt_csv(path: str | Path, first_row: int | None = None, last_row: int | None = None) -> PromptTable:
@@ -59,6 +71,8 @@ def read_prompt_csv(path: str | Path, first_row: int | None = None, last_row: in
             skipped += 1
             continue
         seed = _number((record["evaluation_seed"] or "").strip(), int, "evaluation_seed", path, line)
+        if not SEED_RANGE[0] <= seed < SEED_RANGE[1]:
+            raise ValueError(f"{path}:{line}: evaluation_seed {seed} is outside [-2**63, 2**64)")
         raw_guidance = (record.get(GUIDANCE_COLUMN) or "").strip()
         guidance = _number(raw_guidance, float, GUIDANCE_COLUMN, path, line) if raw_guidance else None
         extra = {

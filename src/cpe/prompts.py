@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from cpe.io_utils import read_csv
+from cpe.names import folder_name
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,8 @@ class Concept:
 
     @property
     def folder(self) -> str:
-        """Output folder name: lower-case target, spaces -> underscores (non-ASCII kept)."""
-        return self.target.strip().lower().replace(" ", "_")
+        """Output folder name: lower-case target, spaces -> underscores, non-ASCII kept (``cpe.names.folder_name``)."""
+        return folder_name(self.target)
 
 
 def read_csv_column(path: str | Path, column: str) -> list[str]:
@@ -40,16 +42,21 @@ def load_concepts(path: str | Path, default_neutral: str, default_guidance: floa
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"concept list does not exist: {path}")
-    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable UTF-8 YAML file ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty YAML list of concepts")
-    concepts = []
+    concepts: list[Concept] = []
+    folders: dict[str, int] = {}  # folder name -> entry index
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = {"target": entry}
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: entry {i} is not a mapping or a string")
-        unknown = sorted(set(entry) - {"target", "neutral", "guidance"})
+        unknown = sorted(set(entry) - {"target", "neutral", "guidance"}, key=str)
         if unknown:
             raise ValueError(f"{path}: entry {i} has unknown key {unknown[0]!r} (allowed: target, neutral, guidance)")
         target = str(entry.get("target") or "").strip()
@@ -59,12 +66,20 @@ def load_concepts(path: str | Path, default_neutral: str, default_guidance: floa
         try:
             guidance = float(entry.get("guidance", default_guidance))
         except (TypeError, ValueError):
-            raise ValueError(f"{path}: entry {i} ({target}) has a non-numeric guidance") from None
-        concepts.append(Concept(target, neutral, guidance))
-    folders = [c.folder for c in concepts]
-    duplicate = next((f for f in folders if folders.count(f) > 1), None)
-    if duplicate:
-        raise ValueError(f"{path}: concept {duplicate!r} is listed twice")
+            raise ValueError(f"{path}: entry {i} ({target!r}) has a non-numeric guidance") from None
+        if not math.isfinite(guidance):
+            raise ValueError(f"{path}: entry {i} ({target!r}) has a non-finite guidance {guidance}")
+        concept = Concept(target, neutral, guidance)
+        try:
+            folder = concept.folder
+        except ValueError as e:
+            raise ValueError(f"{path}: entry {i}: concept {e}") from None
+        if folder in folders:
+            first = folders[folder]
+            raise ValueError(f"{path}: entries {first} ({concepts[first].target!r}) and {i} ({target!r}) "
+                             f"share the output folder {folder!r}")
+        folders[folder] = i
+        concepts.append(concept)
     return concepts
 
 

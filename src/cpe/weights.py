@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from cpe.io_utils import atomic_write, file_sha256
+from cpe.names import printable
 from cpe.resag import GATES, ResAG, ResAGSpec
 
 FORMAT_NAME = "cpe-resag"
@@ -117,7 +119,8 @@ def _open(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as e:  # safetensors raises several error types for damaged files
-        raise GateFileError(f"{path}: not a readable safetensors gate file ({type(e).__name__}: {e})") from None
+        raise GateFileError(f"{path}: not a readable safetensors gate file "
+                            f"({type(e).__name__}: {printable(e)})") from None
     return tensors, metadata
 
 
@@ -136,8 +139,45 @@ def stored_gate(path: str | Path) -> str:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises several error types for damaged files
-        raise GateFileError(f"{path}: not a readable safetensors gate file ({type(e).__name__}: {e})") from None
+        cause = f"{type(e).__name__}: {printable(e)}"
+        raise GateFileError(f"{path}: not a readable safetensors gate file ({cause})") from None
     return _gate_of(path, meta) if meta.get("format") == FORMAT_NAME else "attention"
+
+
+def _check_finite(path: Path, tensors: dict[str, Tensor]) -> None:
+    """NaN or Inf weights would turn every generated image black without a word: refuse them."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.float()).all()):
+            raise GateFileError(f"{path}: tensor {printable(key)} has non-finite values (NaN or Inf)")
+
+
+def _meta_text(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> str:
+    value = meta.get(key, default)
+    if value is None:
+        raise GateFileError(f"{path}: metadata lacks {key!r}")
+    return value
+
+
+def _meta_number(path: Path, meta: dict[str, str], key: str, kind: type = float, default: str | None = None):
+    """A numeric metadata entry, finite (and whole for ``int``), or a ``GateFileError`` naming file and key."""
+    text = _meta_text(path, meta, key, default)
+    try:
+        number = float(text)
+    except ValueError:
+        raise GateFileError(f"{path}: metadata {key}={text!r} is not a number") from None
+    if not math.isfinite(number) or (kind is int and not number.is_integer()):
+        raise GateFileError(f"{path}: metadata {key}={text!r} is not a finite {'integer' if kind is int else 'number'}")
+    return kind(number)
+
+
+def _meta_json(path: Path, meta: dict[str, str], key: str) -> dict:
+    try:
+        value = json.loads(meta.get(key, "{}"))
+    except json.JSONDecodeError as e:
+        raise GateFileError(f"{path}: metadata {key} is not valid JSON ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise GateFileError(f"{path}: metadata {key} is not a JSON object")
+    return value
 
 
 def _canonical(path: Path, tensors: dict[str, Tensor], gate_keys: dict, layer_keys: dict) -> dict[str, Tensor]:
@@ -153,14 +193,15 @@ def _canonical(path: Path, tensors: dict[str, Tensor], gate_keys: dict, layer_ke
     for name in layers:
         for part, suffix in layer_keys.items():
             if name + suffix not in tensors:
-                raise GateFileError(f"{path}: layer {name} lacks its {part} tensor ({name + suffix})")
+                raise GateFileError(f"{path}: layer {printable(name)} lacks its {part} tensor "
+                                    f"({printable(name + suffix)})")
             out[f"{name}.{part}"] = tensors[name + suffix]
     consumed = set(gate_keys.values()) | {name + suffix for name in layers for suffix in layer_keys.values()}
     if layer_keys is _RELEASED_LAYER:
         consumed |= {f"{name}.alpha" for name in layers}
     unexpected = sorted(set(tensors) - consumed)
     if unexpected:
-        raise GateFileError(f"{path}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all)")
+        raise GateFileError(f"{path}: unexpected tensor {printable(unexpected[0])} ({len(unexpected)} in all)")
     return out
 
 
@@ -181,40 +222,52 @@ def _spec_from_tensors(path: Path, t: dict[str, Tensor], alpha: float, key_mode:
         up = t[f"{name}.up"]
         if down.ndim != 3 or up.ndim != 3 or down.shape[:2] != (1, embed_dim) or up.shape[:2] != (1, down.shape[2]):
             raise GateFileError(
-                f"{path}: layer {name} has down {tuple(down.shape)} and up {tuple(up.shape)}, "
+                f"{path}: layer {printable(name)} has down {tuple(down.shape)} and up {tuple(up.shape)}, "
                 f"expected (1, {embed_dim}, k) and (1, k, d)"
             )
         ranks.add(down.shape[2])
         layer_dims[name] = up.shape[2]
     if len(ranks) != 1:
         raise GateFileError(f"{path}: layers mix low ranks {sorted(ranks)}")
-    return ResAGSpec(embed_dim, layer_dims, gate_rank, ranks.pop(), alpha, key_mode, gate)
+    try:
+        return ResAGSpec(embed_dim, layer_dims, gate_rank, ranks.pop(), alpha, key_mode, gate)
+    except ValueError as e:
+        raise GateFileError(f"{path}: {e}") from None
 
 
 def read_gate_file(path: str | Path) -> tuple[dict[str, Tensor], GateFileInfo]:
     """Read one gate file of either format into the ResAG layout (see ``ResAG.concept_parameters``)."""
     path = Path(path)
     tensors, meta = _open(path)
+    _check_finite(path, tensors)
     if meta.get("format") == FORMAT_NAME:
         if meta.get("format_version") != FORMAT_VERSION:
-            raise GateFileError(f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+            raise GateFileError(f"{path}: format version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
         canonical = _canonical(path, tensors, _OURS_GATE, _OURS_LAYER)
-        spec = _spec_from_tensors(path, canonical, float(meta["alpha"]), meta["key_mode"], _gate_of(path, meta))
-        if spec.lora_rank != int(meta["lora_rank"]) or spec.gate_rank != int(meta["gate_rank"]):
+        spec = _spec_from_tensors(path, canonical, _meta_number(path, meta, "alpha"),
+                                  _meta_text(path, meta, "key_mode"), _gate_of(path, meta))
+        ranks = (_meta_number(path, meta, "lora_rank", int), _meta_number(path, meta, "gate_rank", int))
+        if ranks != (spec.lora_rank, spec.gate_rank):
             raise GateFileError(f"{path}: metadata ranks (r, k) disagree with the tensor shapes")
         info = GateFileInfo(
-            path, meta["concept"], meta.get("neutral", ""), meta.get("base_model", ""), spec,
-            json.loads(meta.get("training_config", "{}")), "cpe",
+            path, _meta_text(path, meta, "concept"), meta.get("neutral", ""), meta.get("base_model", ""), spec,
+            _meta_json(path, meta, "training_config"), "cpe",
         )
     elif _RELEASED_GATE["w_query"] in tensors:
         canonical = _canonical(path, tensors, _RELEASED_GATE, _RELEASED_LAYER)
-        spec = _spec_from_tensors(path, canonical, float(meta.get("alpha", "1.0")), "query_as_key", "attention")
+        alpha = _meta_number(path, meta, "alpha", default="1.0")
+        spec = _spec_from_tensors(path, canonical, alpha, "query_as_key", "attention")
         for name in spec.layer_dims:
             alpha = tensors[f"{name}.alpha"] if f"{name}.alpha" in tensors else None
+            if alpha is not None and alpha.numel() != 1:
+                raise GateFileError(f"{path}: layer {printable(name)} alpha has shape {tuple(alpha.shape)}, "
+                                    "expected a scalar")
             if alpha is not None and float(alpha) != spec.alpha:
-                raise GateFileError(f"{path}: layer {name} has alpha {float(alpha)}, metadata says {spec.alpha}")
-        if "rank" in meta and int(float(meta["rank"])) != spec.lora_rank:
-            raise GateFileError(f"{path}: metadata rank {meta['rank']} disagrees with the tensors' k={spec.lora_rank}")
+                raise GateFileError(f"{path}: layer {printable(name)} has alpha {float(alpha)}, "
+                                    f"metadata says {spec.alpha}")
+        if "rank" in meta and _meta_number(path, meta, "rank") != spec.lora_rank:
+            raise GateFileError(f"{path}: metadata rank {meta['rank']!r} disagrees with the tensors' "
+                                f"k={spec.lora_rank}")
         info = GateFileInfo(path, meta.get("prompts", path.parent.name), "", "", spec, {}, "released")
     else:
         raise GateFileError(f"{path}: neither a CPE gate file nor a released ResAG file (unknown tensor names)")
@@ -253,14 +306,15 @@ def _check_compatible(first: GateFileInfo, other: GateFileInfo, pad_ranks: bool)
             raise GateFileError(f"{other.path}: {label} {y} differs from {x} of {first.path}; cannot merge{hint}")
     for name, dim in a.layer_dims.items():
         if name not in b.layer_dims:
-            raise GateFileError(f"{other.path}: missing layer {name} that {first.path} has")
+            raise GateFileError(f"{other.path}: missing layer {printable(name)} that {first.path} has")
         if b.layer_dims[name] != dim:
             raise GateFileError(
-                f"{other.path}: layer {name} has width {b.layer_dims[name]}, {first.path} has {dim}; cannot merge"
+                f"{other.path}: layer {printable(name)} has width {b.layer_dims[name]}, {first.path} has {dim}; "
+                "cannot merge"
             )
     extra = sorted(set(b.layer_dims) - set(a.layer_dims))
     if extra:
-        raise GateFileError(f"{other.path}: has layer {extra[0]} that {first.path} lacks")
+        raise GateFileError(f"{other.path}: has layer {printable(extra[0])} that {first.path} lacks")
 
 
 def _pad(tensors: dict[str, Tensor], spec: ResAGSpec, gate_rank: int, lora_rank: int) -> dict[str, Tensor]:

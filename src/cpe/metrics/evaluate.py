@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.io_utils import atomic_write, atomic_write_text, json_digest
+from cpe.io_utils import atomic_write, atomic_write_text, error_line, json_digest
 from cpe.metrics.base import Metric
 from cpe.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from cpe.metrics.domains import DOMAINS, Column, Domain
@@ -225,8 +225,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     """``main`` with bad input reported as one line on stderr and exit status 2."""
     try:
         main(argv)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

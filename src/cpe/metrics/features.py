@@ -56,10 +56,15 @@ class CleanFidInception:
     def __init__(self, path: str | Path | None = None, device: str | None = None):
         self.path = find_inception(path)
         self.device = resolve_device(device)
-        with warnings.catch_warnings():  # the weights exist only as TorchScript, deprecated in recent torch
-            warnings.simplefilter("ignore", DeprecationWarning)
-            base = torch.jit.load(str(self.path), map_location=self.device).eval()
-        self.layers = base.layers
+        try:
+            with warnings.catch_warnings():  # the weights exist only as TorchScript, deprecated in recent torch
+                warnings.simplefilter("ignore", DeprecationWarning)
+                base = torch.jit.load(str(self.path), map_location=self.device).eval()
+            self.layers = base.layers
+        except Exception as e:  # TorchScript reports damaged files with RuntimeError and others
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(f"{self.path}: not clean-fid's TorchScript Inception ({type(e).__name__}: {first})") \
+                from None
         digest = file_sha256(self.path)[:12]
         self.name = f"clean-fid Inception-V3 ({self.path.name} sha256 {digest}, mode clean)"
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from cpe.grid import compare_grid
-from cpe.io_utils import atomic_write, atomic_write_text
+from cpe.io_utils import atomic_write, atomic_write_text, error_line
 from cpe.manifest import check_manifest
 from cpe.metrics.domains import harmonic_h
 from cpe.metrics.fid_kid import fid_from_features
@@ -72,8 +72,7 @@ def score_folders(folders: Sequence[str | Path], shape_model: ShapeCNN) -> Score
     keys, files, colours, shapes = [], [], [], []
     for folder in folders:
         check = check_manifest(folder)
-        if check.missing_images:
-            raise FileNotFoundError(f"{check.report()}; first missing: {check.missing_images[0]}")
+        check.require_complete()  # an image the manifest does not describe cannot be scored
         for record in check.records:
             keys.append((record["prompt"], int(record["seed"]), int(record["image_index"])))
             files.append(check.root / record["file"])
@@ -227,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         results = run(args.targets, args.erased, args.original, args.out, args.classifier)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     print(render_markdown(results), end="")
     return 0

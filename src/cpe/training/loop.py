@@ -19,7 +19,7 @@ from cpe.losses import EraseBatch, FrozenBank, attack_loss, erase_losses
 from cpe.prompts import Concept
 from cpe.resag import ResAG
 from cpe.training.data import ConceptData, FrozenModel, PromptSide
-from cpe.training.files import ConceptPaths, TrainingError, fingerprint, write_checkpoint
+from cpe.training.files import ConceptPaths, TrainingError, fingerprint, settings, trim_log, write_checkpoint
 from cpe.weights import save_gate_file
 
 
@@ -86,8 +86,11 @@ class RunLog:
         for i, (paths, concept) in enumerate(zip(self.paths, self.concepts, strict=True)):
             record = {"concept": concept.target, "stage": stage + 1, "phase": phase.name, "step": step + 1, "lr": lr}
             record.update({key: v[i] for key, v in values.items()})
-            with open(paths.log, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(paths.log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:  # e.g. a full disk: name the file (a torn line is dropped on resume)
+                raise OSError(e.errno, e.strerror, str(paths.log)) from e
             for key, v in values.items():
                 if self.writers:
                     self.writers[i].add_scalar(f"{phase.name}/{key}", v[i], self.global_step)
@@ -153,6 +156,8 @@ class BatchTrainer:
             self.delta = torch.stack(banks).to(device)
         self.resag.to(device)
         self.empty = side.empty.to(device)
+        for p in paths:
+            trim_log(p, start_stage)  # steps a killed run logged after its last checkpoint are redone
 
     def _erase_batch(self) -> EraseBatch:
         cfg, device = self.cfg.anchors, self.model.device
@@ -218,11 +223,11 @@ class BatchTrainer:
 
     def _save_gates(self, suffix: str) -> None:
         for i, (paths, d) in enumerate(zip(self.paths, self.data, strict=True)):
+            if self.delta is not None:  # first: a "_last" gate file marks a concept whose files are complete
+                save_bank(paths.bank, self.delta[i], d.concept.target)
             save_gate_file(self.resag, paths.gate(suffix), concept=d.concept.target, neutral=d.concept.neutral,
                            base_model=self.cfg.model.path, training_config=self._record(d.concept),
                            concept_index=i, overwrite=True)
-            if self.delta is not None:
-                save_bank(paths.bank, self.delta[i], d.concept.target)
 
     def _record(self, concept: Concept) -> dict:
         return {**self.cfg.as_dict(), "concept": dataclasses.asdict(concept)}
@@ -232,6 +237,7 @@ class BatchTrainer:
             state = {
                 "stages_done": stages_done,
                 "fingerprint": fingerprint(self.cfg, d.concept),
+                "settings": settings(self.cfg, d.concept),
                 "params": {k: v.cpu() for k, v in self.resag.concept_parameters(i).items()},
                 "delta": None if self.delta is None else self.delta[i].cpu(),
                 "generator": d.generator.get_state(),

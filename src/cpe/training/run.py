@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,12 +13,22 @@ import torch
 from tqdm.auto import tqdm
 
 from cpe.config import TrainConfig
+from cpe.io_utils import check_writable_folder, remove_stale_temp_files
 from cpe.models import check_model_source, resolve_device
 from cpe.prompts import Concept, load_concepts
 from cpe.training.data import PromptSide, encode_prompt_side, load_frozen, prepare_batch, read_prompt_lists
-from cpe.training.files import ConceptPaths, TrainingError, read_checkpoint
+from cpe.training.files import (
+    ConceptPaths,
+    TrainingError,
+    finish_swap,
+    read_checkpoint,
+    remove_tree,
+    replace_folder,
+    settings_difference,
+    staging,
+)
 from cpe.training.loop import BatchTrainer, erase_phase
-from cpe.weights import stored_gate
+from cpe.weights import read_gate_file, stored_gate
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +41,36 @@ def concept_range(concepts: Sequence[Concept], start: int, end: int | None, sour
     return list(concepts[start:end])
 
 
-def plan(cfg: TrainConfig, concepts: list[Concept], resume: bool, overwrite: bool) -> list[tuple[Concept, dict | None]]:
-    """Which concepts still need training, with the checkpoint each resumes from (finished ones skipped)."""
+Job = tuple[Concept, dict | None, bool]  # concept, the checkpoint it resumes from, trained in a staging folder
+
+
+def _check_finished(paths: ConceptPaths, cfg: TrainConfig, concept: Concept) -> None:
+    """A finished concept is skipped only when it was trained with this run's settings."""
+    difference = settings_difference(read_gate_file(paths.last)[1].training_config, cfg, concept)
+    if difference:
+        raise TrainingError(f"{paths.last} was trained with other settings ({difference}); pass --overwrite to "
+                            "retrain it, or choose another save.root / save.experiment")
+
+
+def plan(cfg: TrainConfig, concepts: list[Concept], resume: bool, overwrite: bool) -> list[Job]:
+    """Which concepts still need training, with the checkpoint each resumes from (finished ones skipped).
+
+    With ``overwrite`` every concept is trained in a staging folder that replaces its folder only once
+    complete; ``resume`` continues such a run that was interrupted.
+    """
     root = cfg.output_dir()
-    todo = []
+    todo: list[Job] = []
     for concept in concepts:
         paths = ConceptPaths(root / concept.folder, cfg.save.name)
+        staged = staging(paths)
+        finish_swap(paths, root)
+        for folder in (paths.folder, staged.folder):
+            remove_stale_temp_files(folder)  # left by a killed run
         if overwrite:
-            if paths.folder.exists():
-                shutil.rmtree(paths.folder)
-            todo.append((concept, None))
+            todo.append((concept, None, True))
+            continue
+        if resume and staged.checkpoint.is_file():
+            todo.append((concept, read_checkpoint(staged, cfg, concept), True))
             continue
         if paths.last.is_file():
             trained_gate = stored_gate(paths.last)
@@ -50,18 +79,20 @@ def plan(cfg: TrainConfig, concepts: list[Concept], resume: bool, overwrite: boo
                     f"{paths.last}: trained with network.gate {trained_gate}, this config asks for {cfg.network.gate}; "
                     "put {gate} in save.experiment or pass --overwrite"
                 )
+            _check_finished(paths, cfg, concept)
+            paths.checkpoint.unlink(missing_ok=True)  # a kill between the last gate file and its removal
             log.info("%s: already trained (%s), skipped", concept.target, paths.last)
             continue
         if paths.checkpoint.is_file() and resume:
-            todo.append((concept, read_checkpoint(paths, cfg, concept)))
+            todo.append((concept, read_checkpoint(paths, cfg, concept), False))
         elif paths.folder.is_dir() and any(paths.folder.iterdir()) and not resume:
             raise TrainingError(f"{paths.folder} holds an unfinished run; pass --resume to continue or --overwrite")
         else:
-            todo.append((concept, None))
+            todo.append((concept, None, False))
     return todo
 
 
-def batches(todo: list[tuple[Concept, dict | None]], size: int) -> Iterator[list[tuple[Concept, dict | None]]]:
+def batches(todo: list[Job], size: int) -> Iterator[list[Job]]:
     """Concepts at the same resume stage, ``size`` at a time (first-come order kept within a stage)."""
     by_stage: dict[int, list] = {}
     for item in todo:
@@ -93,6 +124,7 @@ def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool
     selected = concept_range(concepts, start, end, str(cfg.path(p.concepts)))
     lists = read_prompt_lists(cfg)
     check_model_source(cfg.model.path)
+    check_writable_folder(cfg.output_dir())
     device = state.device if cfg.model.device == "auto" else resolve_device(cfg.model.device)
     with state.split_between_processes(selected) as mine:
         mine = list(mine)
@@ -121,17 +153,23 @@ def _train_todo(cfg: TrainConfig, todo: list, lists: PromptSide, device: torch.d
     trained: list[Path] = []
     for group in tqdm(list(batches(todo, cfg.train.concept_batch)), desc="concept batches", dynamic_ncols=True,
                       disable=len(todo) == 1):
-        concepts_here = [c for c, _ in group]
+        concepts_here = [c for c, _, _ in group]
         data, store = prepare_batch(cfg, side, model, concepts_here)
         log.info("anchor store for %s: %d prompts, %.1f MB", [c.target for c in concepts_here],
                  len(store.rows), store.nbytes / 2**20)
-        paths = [ConceptPaths(root / c.folder, cfg.save.name) for c in concepts_here]
-        for path in paths:
+        finals = [ConceptPaths(root / c.folder, cfg.save.name) for c in concepts_here]
+        paths = [staging(f) if staged else f for f, (_, _, staged) in zip(finals, group, strict=True)]
+        for path, (_, ckpt, staged) in zip(paths, group, strict=True):
+            if staged and ckpt is None:
+                remove_tree(path.folder, root)  # an earlier, unfinished --overwrite run
             path.folder.mkdir(parents=True, exist_ok=True)
-        checkpoints = [ckpt for _, ckpt in group]
+        checkpoints = [ckpt for _, ckpt, _ in group]
         start_stage = 0 if checkpoints[0] is None else checkpoints[0]["stages_done"]
         BatchTrainer(cfg, model, side, data, store, paths, start_stage, checkpoints).train()
-        trained.extend(path.last for path in paths)
+        for path, final in zip(paths, finals, strict=True):
+            if path != final:
+                replace_folder(path, final, root)  # the old weights go only now that the new ones are complete
+        trained.extend(final.last for final in finals)
     return trained
 
 

@@ -1,0 +1,142 @@
+"""kill -9 during training and generation, then resume: the results equal an uninterrupted run's, bit for bit.
+
+``train_cpe.main`` / ``generate.main`` run in a separate process (forked from the test, which saves a second
+import of torch); a thin wrapper pauses it right after step K (K drawn from a seeded RNG, so a failure
+reproduces), the test sends SIGKILL, and the same command with ``--resume`` (training) or as is
+(generation) finishes the job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors import safe_open
+from train_support import small_config
+
+import train_cpe
+from cpe import training
+from cpe.manifest import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+RNG = random.Random(13)
+TRAIN_STEPS = 3 * (2 + 2)  # 3 stages x (2 erase + 2 adversarial steps), one log record each
+TRAIN_KILL = RNG.randrange(5, TRAIN_STEPS)  # after the first stage's checkpoint, before the end
+GEN_ROWS = 8
+GEN_KILL = RNG.randrange(1, GEN_ROWS - 1)  # images written before the kill
+
+def _paused_cli(kind: str, count: int, marker: str, argv: list[str]) -> None:
+    """In the forked child: run the CLI, pausing for ever right after its ``count``-th step (or image)."""
+    calls = 0
+
+    def pause_after(real):
+        def wrapper(*args, **kwargs):
+            nonlocal calls
+            result = real(*args, **kwargs)
+            calls += 1
+            if calls == count:
+                Path(marker).touch()
+                time.sleep(600)  # the test sends SIGKILL here
+            return result
+        return wrapper
+
+    try:
+        if kind == "train":
+            from cpe.training import loop
+
+            loop.RunLog.record = pause_after(loop.RunLog.record)  # called once per optimisation step
+            train_cpe.main(argv)
+        else:
+            import cpe.generation as generation
+
+            generation._save_png = pause_after(generation._save_png)  # called once per image
+            _generate_cli().main(argv)
+    finally:
+        os._exit(3)  # never return into pytest; reaching this means the kill did not come
+
+
+def _generate_cli():
+    sys.path.insert(0, str(REPO))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(REPO))
+    return generate
+
+
+def kill_after(kind: str, count: int, argv: list[str], tmp_path: Path) -> None:
+    """Run the CLI in a separate process (forked: no second import of torch), SIGKILL it after step ``count``."""
+    marker = tmp_path / f"{kind}.paused"
+    process = multiprocessing.get_context("fork").Process(target=_paused_cli, args=(kind, count, str(marker), argv))
+    process.start()
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if not process.is_alive() or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{kind} did not reach step {count} (exit code {process.exitcode})")
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # kill -9
+    process.join(timeout=60)
+    assert process.exitcode == -signal.SIGKILL
+
+
+def tensors(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+def test_training_killed_at_a_random_step_resumes_to_identical_weights_and_log(tiny_pipeline_dir, tmp_path):
+    config = small_config(tmp_path / "cfg", tiny_pipeline_dir, concepts=("adam driver",),
+                          train={"num_stages": 3, "iterations": 2, "factor_init_iter": 1, "lr_warmup_steps": 0},
+                          adversarial={"num_embeddings": 2, "iterations": 2, "lr_warmup_steps": 0})
+    argv = ["--config", str(config), "--threads", "1"]
+    assert train_cpe.main([*argv, "--output", str(tmp_path / "whole")]) == 0
+
+    kill_after("train", TRAIN_KILL, [*argv, "--output", str(tmp_path / "killed")], tmp_path)
+    folder = tmp_path / "killed" / "exp" / "adam_driver"
+    assert (folder / training.CHECKPOINT).is_file() and not (folder / "cpe_last.safetensors").exists(), TRAIN_KILL
+    assert len((folder / training.LOG_FILE).read_text().splitlines()) == TRAIN_KILL
+    assert train_cpe.main([*argv, "--output", str(tmp_path / "killed"), "--resume"]) == 0
+
+    whole = tmp_path / "whole" / "exp" / "adam_driver"
+    names = sorted(p.name for p in whole.iterdir())
+    assert names == sorted(p.name for p in folder.iterdir())  # no checkpoint, no temporary file left
+    assert len([n for n in names if n.endswith(".safetensors")]) == 3 + 2  # 3 stage files, last, adversarial bank
+    for name in names:
+        if name.endswith(".safetensors"):
+            a, b = tensors(whole / name), tensors(folder / name)
+            assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), (name, TRAIN_KILL)
+    log = (folder / training.LOG_FILE).read_bytes()
+    assert log == (whole / training.LOG_FILE).read_bytes(), TRAIN_KILL  # each step once, same numbers
+    assert len(log.splitlines()) == TRAIN_STEPS
+
+
+def test_generation_killed_after_a_random_image_resumes_to_identical_images_and_manifest(tiny_pipeline_dir,
+                                                                                         tmp_path):
+    csv = tmp_path / "prompts.csv"
+    csv.write_text("prompt,evaluation_seed\n" + "".join(f"prompt number {i},{i}\n" for i in range(GEN_ROWS)))
+    config = tmp_path / "erased.yaml"
+    config.write_text(f"prompt_path: {csv}\nwidth: 16\nheight: 16\nnum_inference_steps: 2\n")
+    argv = ["--config", str(config), "--model", str(tiny_pipeline_dir), "--device", "cpu"]
+    generate = _generate_cli()
+    assert generate.main([*argv, "--save_root", str(tmp_path / "whole")]) == 0
+
+    kill_after("generate", GEN_KILL, [*argv, "--save_root", str(tmp_path / "killed")], tmp_path)
+    killed = tmp_path / "killed" / "original" / "erased"
+    assert len(list(killed.glob("*.png"))) == GEN_KILL and not (killed / "manifest.jsonl").exists()
+    assert generate.main([*argv, "--save_root", str(tmp_path / "killed")]) == 0
+
+    whole = tmp_path / "whole" / "original" / "erased"
+    images = sorted(p.name for p in whole.glob("*.png"))
+    assert len(images) == GEN_ROWS and images == sorted(p.name for p in killed.glob("*.png"))
+    for name in images:
+        assert np.array_equal(np.asarray(Image.open(whole / name)), np.asarray(Image.open(killed / name))), name
+    assert read_manifest(killed) == read_manifest(whole)
+    assert not [p for p in killed.iterdir() if p.name.startswith(".")]
