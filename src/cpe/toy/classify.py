@@ -34,7 +34,7 @@ def to_float_images(images) -> torch.Tensor:
         images = np.stack([np.asarray(im.convert("RGB")) for im in images])
     if images.ndim == 3:
         images = images[None]
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float() / 255.0  # a copy: may be read-only
 
 
 def foreground_mask(x: torch.Tensor) -> torch.Tensor:
