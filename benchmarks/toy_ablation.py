@@ -9,7 +9,8 @@ with cpe.metrics.toy against the original model on the same prompts and seeds):
                     edit of to_k/to_v, as when only cross-attention weights are edited), same pal 1e5
   no_gate_pal1e2    the same with weak anchoring (pal 1e2)
   cpe_adversarial   CPE with 3 stages and the adversarial phase on (1,500 + 2 x 375 erase steps)
-Prints Acc_e (with the floor), Acc_r, H and the training time per variant; writes ablation.json.
+Prints Acc_e (with the floor), Acc_r, H and the training time per variant; writes ablation.json (with the
+collateral-damage measures: per-seed agreement of the other attribute and FD_other).
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         (row,) = run([args.target], erased, original, out / "results" / name)["rows"]
         table.append({"variant": name, "train_seconds": round(seconds, 1),
                       **{k: row[k] for k in ("Acc_e", "floor", "Acc_e_original", "Acc_r", "Acc_r_original", "H",
-                                             "other_accuracy", "other_accuracy_original")}})
+                                             "other_accuracy", "other_accuracy_original", "other_agreement",
+                                             "geometric_agreement", "FD_other", "FD_other_neutral",
+                                             "FD_other_chance")}})
         print(f"{name:16s} Acc_e {row['Acc_e']:.3f} (floor {row['floor']:.3f}, original {row['Acc_e_original']:.3f})"
               f"  Acc_r {row['Acc_r']:.3f} (original {row['Acc_r_original']:.3f})  H {row['H']:.3f}"
               f"  {row['other_attribute']} {row['other_accuracy']:.3f}  train {seconds:.0f} s", flush=True)
