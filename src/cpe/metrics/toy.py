@@ -15,8 +15,9 @@ the other attribute (colour when erasing a shape) on prompts naming no erased va
 Fréchet distance between the CNN features of the two models' images of prompts naming no erased concept.
 Collateral damage to the other attribute on the target prompts (``collateral``): per-seed agreement of its
 reading with the original model's image of the same prompt and seed (shape CNN / colour rule, and for shape
-the CNN-free geometric reading of ``cpe.toy.geometry``), and a Fréchet distance of its descriptors; each
-beside the original model's neutral prompt against its target prompt (what an eraser drawing the neutral gets).
+the CNN-free geometric reading of ``cpe.toy.geometry``), and a Fréchet distance of its descriptors with its
+chance level; each beside the original model's neutral prompt against its target prompt (what an eraser
+drawing the neutral gets).
 Writes ``results.json``, ``results.md`` and ``grid.png`` (original above erased, one column per prompt).
 """
 
