@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,26 +34,34 @@ def to_float_images(images) -> torch.Tensor:
         images = np.stack([np.asarray(im.convert("RGB")) for im in images])
     if images.ndim == 3:
         images = images[None]
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float() / 255.0  # a copy: may be read-only
 
 
 def foreground_mask(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=1) > FOREGROUND
 
 
-def classify_colour(images) -> list[str | None]:
-    """Nearest palette colour to the mean chromaticity of the foreground; ``None`` for an (almost) blank image."""
+def foreground_colours(images) -> torch.Tensor:
+    """Mean RGB (N, 3) in [0, 1] of each image's foreground; a row of NaN for an (almost) blank image."""
     x = to_float_images(images)
     mask = foreground_mask(x)
+    out = torch.full((len(x), 3), float("nan"))
+    for i, (image, m) in enumerate(zip(x, mask)):
+        if int(m.sum()) >= MIN_FOREGROUND_PIXELS:
+            out[i] = image[:, m].mean(dim=1)
+    return out
+
+
+def classify_colour(images) -> list[str | None]:
+    """Nearest palette colour to the mean chromaticity of the foreground; ``None`` for an (almost) blank image."""
     palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
     palette = palette / palette.sum(dim=1, keepdim=True)
     names = list(COLOURS)
     out: list[str | None] = []
-    for image, m in zip(x, mask):
-        if int(m.sum()) < MIN_FOREGROUND_PIXELS:
+    for mean in foreground_colours(images):
+        if torch.isnan(mean).any():
             out.append(None)
             continue
-        mean = image[:, m].mean(dim=1)
         chroma = mean / mean.sum().clamp_min(1e-6)
         out.append(names[int(((palette - chroma) ** 2).sum(dim=1).argmin())])
     return out
@@ -143,12 +152,25 @@ def classify_shape(model: ShapeCNN, images, batch: int = 256) -> list[str | None
     return [None if b else SHAPES[int(c)] for b, c in zip(blank.tolist(), labels)]
 
 
+def match_rate(predicted: Sequence, expected) -> float | None:
+    """Fraction of ``predicted`` equal to ``expected`` (one value per item, or one value for all); None if empty.
+
+    The one accuracy of the toy world: classifier accuracy, Acc_e / Acc_r, and per-seed agreement of two models.
+    """
+    predicted = list(predicted)
+    if isinstance(expected, str) or expected is None:
+        expected = [expected] * len(predicted)
+    expected = list(expected)
+    if len(expected) != len(predicted):
+        raise ValueError(f"{len(predicted)} predictions but {len(expected)} expected values")
+    return float(np.mean([p == e for p, e in zip(predicted, expected)])) if predicted else None
+
+
 def score_on_renders(model: ShapeCNN, n: int = 400, seed: int = 12345) -> dict[str, float]:
     """Colour and shape accuracy of the two classifiers on ``n`` fresh renders."""
     images, colours, shapes = render_dataset(n, seed=seed)
-    colour_ok = np.mean([p == c for p, c in zip(classify_colour(images), colours)])
-    shape_ok = np.mean([p == s for p, s in zip(classify_shape(model, images), shapes)])
-    return {"colour_accuracy": float(colour_ok), "shape_accuracy": float(shape_ok), "n": n}
+    return {"colour_accuracy": match_rate(classify_colour(images), colours),
+            "shape_accuracy": match_rate(classify_shape(model, images), shapes), "n": n}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cpe.io_utils import atomic_write_text
-from cpe.toy.classify import ShapeCNN, classify_colour, classify_shape
+from cpe.toy.classify import ShapeCNN, classify_colour, classify_shape, match_rate
 from cpe.toy.world import COLOURS, GENERIC_COLOUR, GENERIC_SHAPE, SHAPES
 
 DEFAULT_STEPS = 20
@@ -59,10 +59,10 @@ def evaluate_pipeline(pipe, shape_model: ShapeCNN, per_pair: int = 10, steps: in
         "images": len(prompts),
         "steps": steps,
         "guidance": guidance,
-        "colour_accuracy": float(np.mean([a == b for a, b in zip(got_colours, colours)])),
-        "shape_accuracy": float(np.mean([a == b for a, b in zip(got_shapes, shapes)])),
-        "shape_rate_on_generic": {s: float(np.mean([p == s for p in shape_floor])) for s in SHAPES},
-        "colour_rate_on_generic": {c: float(np.mean([p == c for p in colour_floor])) for c in COLOURS},
+        "colour_accuracy": match_rate(got_colours, colours),
+        "shape_accuracy": match_rate(got_shapes, shapes),
+        "shape_rate_on_generic": {s: match_rate(shape_floor, s) for s in SHAPES},
+        "colour_rate_on_generic": {c: match_rate(colour_floor, c) for c in COLOURS},
     }
 
 
