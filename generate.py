@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", action="store_true", help="one labelled PNG per prompt: original vs erased, same seed")
     p.add_argument("--pad_ranks", action="store_true",
                    help="merge erasers of different gate/low ranks (celebrities + explicit) exactly by zero-padding")
+    p.add_argument("--uce", metavar="FILE", help="a UCE edit (train_uce.py) applied to the UNet before sampling")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the accelerate process's device)")
     overrides = p.add_argument_group("config overrides")
     overrides.add_argument("--data_dir", help="folder of the prompt CSVs (relative prompt_path values)")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
                                  config_path=args.config, grid=args.grid, device=args.device,
-                                 pad_ranks=args.pad_ranks)
+                                 pad_ranks=args.pad_ranks, uce=args.uce)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

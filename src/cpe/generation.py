@@ -74,7 +74,8 @@ class GenerationPipeline:
     """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
-                 device: str | torch.device | None = None, pad_ranks: bool = False) -> None:
+                 device: str | torch.device | None = None, pad_ranks: bool = False,
+                 uce: str | Path | None = None) -> None:
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
@@ -98,13 +99,22 @@ class GenerationPipeline:
                 self.network.attach(self.pipe.unet)
             except ValueError as e:
                 raise ValueError(f"erasers do not fit model {model}: {e}") from None
+        self.uce = None  # a UCE edit (cpe.uce) applied to the UNet's weights, recorded like an eraser
+        if uce:
+            from cpe.uce import apply_uce
+
+            try:
+                self.uce = apply_uce(self.pipe.unet, uce)
+            except ValueError as e:
+                raise ValueError(f"UCE edit does not fit model {model}: {e}") from None
 
     @property
     def device(self) -> torch.device:
         return self.pipe.unet.device
 
     def eraser_records(self) -> list[dict]:
-        return [{"name": info.name, "sha256": info.sha256} for info in self.infos]
+        uce = [{"name": self.uce.edit.name, "sha256": self.uce.edit.sha256}] if self.uce else []
+        return [{"name": info.name, "sha256": info.sha256} for info in self.infos] + uce
 
     def guidance(self, row: PromptRow) -> float:
         return self.cfg.guidance_scale if row.guidance is None else row.guidance
@@ -146,8 +156,8 @@ class GenerationPipeline:
 
     def grid(self, row: PromptRow) -> Image.Image:
         """Original model and erased model side by side (same seed), labelled."""
-        if self.network is None:
-            raise ValueError("grid mode compares the original with the erased model: pass --erasers")
+        if self.network is None or self.uce is not None:
+            raise ValueError("grid mode compares the original with the erased model: pass --erasers (not --uce)")
         self.network.enabled = False
         try:
             original = self.images([row])[0]
@@ -230,16 +240,19 @@ def run_generation(
     grid: bool = False,
     device: str | None = None,
     pad_ranks: bool = False,
+    uce: str | Path | None = None,
 ) -> GenerationSummary:
     """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first.
 
-    ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``).
+    ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``); ``uce`` is a
+    UCE file (``cpe.uce``) applied to the UNet before sampling.
     """
     start = time.perf_counter()
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
-    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks)
-    out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
+    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, uce=uce)
+    out_dir = Path(cfg.save_root) / (experiment or experiment_name([*gen.infos, *([gen.uce.edit] if gen.uce else [])]))
+    out_dir = out_dir / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
     old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
 
