@@ -5,7 +5,7 @@ erases concepts [st_idx, end_idx) jointly into one file:
 
     python train_uce.py --config configs/toy/train_shape.yaml --st_idx 0 --end_idx 1
     # -> output/toy/uce_lamb0.1_erase1.0_preserve0.1/circle/uce.safetensors
-    python generate.py --config configs/toy/gen/erased.yaml \
+    python generate.py --config configs/toy/gen/erased.yaml \\
         --uce output/toy/uce_lamb0.1_erase1.0_preserve0.1/circle/uce.safetensors
 """
 

@@ -97,7 +97,7 @@ def _aligned_positions(old_ids: list[int], new_ids: list[int], length: int) -> l
     if start is None:
         return []
     shift = len(new_ids) - len(old_ids)
-    return [(p, p + shift) for p in range(start, length) if 0 <= p + shift < length]
+    return [(p, p + shift) for p in range(start, length) if start <= p + shift < length]
 
 
 @torch.no_grad()
