@@ -157,3 +157,7 @@ def test_attack_outputs_keep_soft_embeddings_with_their_rows(victim, tmp_path):
     assert tensors["prompt_embeds"].shape == (1, 16, 64) and tensors["token_embeddings"].shape == (1, 16, 64)
     manifest = json.loads(files["manifest"].read_text())
     assert [r["embedding"] for r in manifest["rows"]] == [0] * 8 and manifest["config"]["soft"]["free_tokens"] == 4
+    from cpe.attacks.evaluate import evaluate_attack
+
+    result = evaluate_attack(tmp_path / "soft", str(TOY_MODEL_DIR), device="cpu")  # renders the saved embeddings
+    assert result["n"] == 8 and result["pre_asr"] >= 0.75 and result["post_asr"] >= 0.75

@@ -87,6 +87,11 @@ class GenerationPipeline:
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
                 )
+        uce_edit = None
+        if uce:  # a UCE edit (cpe.uce): read before the model loads, applied to its UNet's weights below
+            from cpe.uce import apply_uce, read_uce
+
+            uce_edit = read_uce(uce)
         self.pipe = load_pipeline(model, device=resolve_device(device), dtype=cfg.dtype)
         if cfg.scheduler:
             self.pipe.scheduler = _scheduler(cfg.scheduler, self.pipe.scheduler.config)
@@ -99,12 +104,10 @@ class GenerationPipeline:
                 self.network.attach(self.pipe.unet)
             except ValueError as e:
                 raise ValueError(f"erasers do not fit model {model}: {e}") from None
-        self.uce = None  # a UCE edit (cpe.uce) applied to the UNet's weights, recorded like an eraser
-        if uce:
-            from cpe.uce import apply_uce
-
+        self.uce = None  # recorded like an eraser
+        if uce_edit is not None:
             try:
-                self.uce = apply_uce(self.pipe.unet, uce)
+                self.uce = apply_uce(self.pipe.unet, uce_edit)
             except ValueError as e:
                 raise ValueError(f"UCE edit does not fit model {model}: {e}") from None
 
