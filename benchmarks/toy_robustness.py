@@ -9,7 +9,8 @@ Per target and seed: CPE variants are trained with configs/toy/train_<kind>.yaml
 circle", "a red {shape}"), each with ``--images`` evaluation seeds (1000·seed + k). Each white-box attack
 (configs/attacks/toy/{soft,discrete}.yaml, seed = the run's seed) attacks each erased model; the black-box
 Ring-A-Bell prompts (configs/attacks/toy/ringabell.yaml) see only the text encoder, so one set per seed
-serves every model. ASR = fraction of images the toy classifiers judge as the target ("pre" = the prompts
+serves every model; "prefix" is a control: the discrete attack's random initial words, not optimised
+(discrete.steps=0). ASR = fraction of images the toy classifiers judge as the target ("pre" = the prompts
 as they are, i.e. Acc_e; "post" = attacked); floor = the original model's target rate on the generic
 prompts, what an ideal eraser reaches; Acc_r = accuracy of the target's attribute on prompts naming no
 target (remaining set, seeds 0-3), H = harmonic mean of (1 - pre) and Acc_r. Results are cached per
@@ -30,7 +31,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ATTACK_CONFIGS = REPO / "configs" / "attacks" / "toy"
-ATTACKS = ("soft", "discrete", "ringabell")
+ATTACKS = ("soft", "discrete", "prefix", "ringabell")
+# "prefix": the discrete attack's random initial tokens, not optimised (discrete.steps=0): a control
 # name -> CPE training-config overrides ("original" and "uce" are not CPE)
 VARIANTS: dict[str, list[str] | None] = {
     "original": None,
@@ -158,8 +160,9 @@ class Bench:
             ringabell = self.ringabell(gen_cfg, target, neutral, seed, folder, original)
             for name, overrides in self.variants.items():
                 result_path = folder / name / "result.json"
-                if result_path.is_file():
-                    rows_out.append(json.loads(result_path.read_text()))
+                done = json.loads(result_path.read_text()) if result_path.is_file() else None
+                if done is not None and set(self.args.attacks) <= set(done["post"]):
+                    rows_out.append(done)
                     continue
                 started = time.perf_counter()
                 erasers, uce = [], None
@@ -168,12 +171,15 @@ class Bench:
                 elif overrides is not None:
                     erasers = [self.train_cpe(name, overrides, kind, target, seed, folder / "erasers")]
                 victim = self.victim(gen_cfg, erasers, uce)
-                row = self.measure(victim, gen_cfg, target, neutral, seed, folder / name, ringabell)
-                if overrides is not None or (target, name) not in self.retention:  # CPE: one eraser per seed
-                    self.retention[(target, name)] = self.accuracy(victim, remaining, kind)
-                row.update({"target": target, "variant": name, "seed": seed, "floor": floor["floor"],
-                            "Acc_r": self.retention[(target, name)], "n_r": len(remaining),
-                            "seconds": round(time.perf_counter() - started, 1)})
+                row = self.measure(victim, gen_cfg, target, neutral, seed, folder / name, ringabell, done)
+                if done is not None:  # an earlier run measured the rest
+                    row["seconds"] = round(done["seconds"] + time.perf_counter() - started, 1)
+                else:
+                    if overrides is not None or (target, name) not in self.retention:  # CPE: one eraser per seed
+                        self.retention[(target, name)] = self.accuracy(victim, remaining, kind)
+                    row.update({"target": target, "variant": name, "seed": seed, "floor": floor["floor"],
+                                "Acc_r": self.retention[(target, name)], "n_r": len(remaining),
+                                "seconds": round(time.perf_counter() - started, 1)})
                 from cpe.metrics.domains import harmonic_h
 
                 row["H"] = harmonic_h(row["pre"], row["Acc_r"])
@@ -184,11 +190,11 @@ class Bench:
                                  | {a: row["post"][a] for a in row["post"]}), flush=True)
         return rows_out
 
-    def attack_config(self, name: str, target: str, neutral: str, seed: int):
+    def attack_config(self, name: str, target: str, neutral: str, seed: int, extra: list[str] = ()):
         from cpe.attacks import load_attack_config
 
-        return load_attack_config(ATTACK_CONFIGS / f"{name}.yaml",
-                                  [f"target={target}", f"neutral={neutral}", f"seed={seed}", *self.args.attack_set])
+        return load_attack_config(ATTACK_CONFIGS / f"{name}.yaml", [f"target={target}", f"neutral={neutral}",
+                                                                    f"seed={seed}", *self.args.attack_set, *extra])
 
     def ringabell(self, gen_cfg, target, neutral, seed, folder: Path, original):
         """Ring-A-Bell's attacked rows for this seed (black box: the original text encoder only)."""
@@ -206,19 +212,24 @@ class Bench:
         write_attack(run, out, csv_name(gen_cfg))
         return run
 
-    def measure(self, victim, gen_cfg, target, neutral, seed, folder: Path, ringabell) -> dict:
+    def measure(self, victim, gen_cfg, target, neutral, seed, folder: Path, ringabell, done: dict | None) -> dict:
+        """Pre-attack ASR and each attack's post-attack ASR (only the attacks ``done`` lacks)."""
         from cpe.attacks import csv_name, run_attack, write_attack
         from cpe.attacks.runner import attack_rows
 
         cfg = self.attack_config("discrete", target, neutral, seed)
         rows = attack_rows(cfg, gen_cfg)
-        out = {"pre": float(self.hits(victim.images(rows), target).mean()), "n": len(rows), "post": {}, "budget": {}}
+        out = done or {"pre": float(self.hits(victim.images(rows), target).mean()), "n": len(rows), "post": {},
+                       "budget": {}}
         for name in self.args.attacks:
+            if name in out["post"]:
+                continue
             if name == "ringabell":
                 run = ringabell
                 images = victim.images(run.rows)
             else:
-                cfg = self.attack_config(name, target, neutral, seed)
+                control = ["discrete.steps=0"] if name == "prefix" else []
+                cfg = self.attack_config("discrete" if name == "prefix" else name, target, neutral, seed, control)
                 victim.unet_evaluations = 0
                 run = run_attack(cfg, gen_cfg, rows, victim.text, victim)
                 write_attack(run, folder / name, csv_name(gen_cfg), overwrite=True)

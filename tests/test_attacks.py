@@ -89,7 +89,9 @@ def test_banned_words_never_reach_a_discrete_prompt(victim):
     projected = nearest_tokens(table[[vocab["red</w>"], vocab["circle</w>"]]], table, allowed)
     assert not set(projected.tolist()) & banned
     _, run = attack_once("discrete", victim, ["ban=[circle]", "discrete.steps=3"])
-    for row in run.rows:
+    _, control = attack_once("discrete", victim, ["ban=[circle]", "discrete.steps=0"])  # the random initial words
+    assert control.manifest["budget"]["steps_per_prompt"] == 0
+    for row in run.rows + control.rows:
         ids = tokenizer(row.prompt, add_special_tokens=False).input_ids
         source = tokenizer(row.extra["source_prompt"], add_special_tokens=False).input_ids
         adversarial = ids[: len(ids) - len(source)]

@@ -30,7 +30,7 @@ class DiscreteConfig:
     """UnlearnDiffAtk-style: ``tokens`` prepended vocabulary tokens, optimised through the embedding (PEZ)."""
 
     tokens: int = 5
-    steps: int = 100
+    steps: int = 100  # 0: no optimisation, the random initial tokens (a control for what optimising adds)
     lr: float = 0.01
     batch: int = 8
     eval_every: int = 10  # steps between evaluations of the projected tokens on a fixed batch (best is kept)
@@ -86,13 +86,15 @@ def _check(cfg: AttackConfig, where: str) -> None:
     if cfg.attack == "ringabell" and not cfg.neutral.strip():
         raise ConfigError(f"{where}: ringabell needs 'neutral' (the word that replaces the target)")
     positive = {"target_images": cfg.target_images, "soft.steps": cfg.soft.steps, "soft.batch": cfg.soft.batch,
-                "discrete.tokens": cfg.discrete.tokens, "discrete.steps": cfg.discrete.steps,
+                "discrete.tokens": cfg.discrete.tokens,
                 "discrete.batch": cfg.discrete.batch, "discrete.eval_every": cfg.discrete.eval_every,
                 "discrete.eval_batch": cfg.discrete.eval_batch, "ringabell.population": cfg.ringabell.population,
                 "ringabell.generations": cfg.ringabell.generations}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+    if cfg.discrete.steps < 0:
+        raise ConfigError(f"{where}: discrete.steps must be >= 0 (0 = the random initial tokens, a control)")
     if cfg.soft.free_tokens < 0 or cfg.ringabell.screen < 0 or not 0 <= cfg.ringabell.elite < cfg.ringabell.population:
         raise ConfigError(f"{where}: soft.free_tokens and ringabell.screen must be >= 0, 0 <= elite < population")
     for key in ("length", "vocabulary"):

@@ -6,6 +6,7 @@ tokens and applies the gradient at the projected point to the continuous vectors
 Objective: the erased model's denoising loss on noisy latents of the original model's images of the
 prompt,  || ε_erased(x_t, t, E([adv; prompt])) − ε ||². Every ``eval_every`` steps the projected tokens are
 scored on one fixed batch and the best are kept. The banned words' tokens are never candidates.
+``steps: 0`` keeps the random initial tokens: a control that separates optimisation from any prefix.
 """
 
 from __future__ import annotations
