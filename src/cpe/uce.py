@@ -15,7 +15,8 @@ Defaults are the reference's (λ 0.1, s_e 1, s_p 0.1, both to_k and to_v edited)
 
 File format (``format = cpe-uce``): one safetensors file holding, per edited layer (released layer naming
 ``lora_unet_<module path>``), the weight delta ``<layer>.delta`` = W' − W in float32; metadata: concepts,
-neutrals, base model, text width, λ, scales, technique, the prompt counts and the training config. Written
+neutrals, base model, text width, number of edited layers, λ, scales, technique, the prompt counts and the
+training config. Written
 atomically and never silently overwritten. ``apply_uce`` edits a UNet in place and can restore it exactly.
 """
 
@@ -197,6 +198,7 @@ def save_uce(edit: UCEEdit, path: str | Path, overwrite: bool = False) -> Path:
     metadata = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "concepts": json.dumps(edit.concepts),
         "neutrals": json.dumps(edit.neutrals), "base_model": edit.base_model, "embed_dim": str(edit.embed_dim),
+        "layers": str(len(edit.deltas)),
         "lamb": str(s.lamb), "erase_scale": str(s.erase_scale), "preserve_scale": str(s.preserve_scale),
         "technique": "replace", "projections": "to_k,to_v", "info": json.dumps(edit.info, sort_keys=True, default=str),
     }

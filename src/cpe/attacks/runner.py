@@ -108,8 +108,8 @@ def run_attack(cfg: AttackConfig, gen_cfg, rows: list[PromptRow], text: TextSide
             continue
         seeds = torch.randint(2**31 - 1, (cfg.target_images,), generator=generator).tolist()
         x0 = victim.concept_latents(prompt, seeds)
-        init = allowed[torch.randint(len(allowed), (max(section.tokens if cfg.attack == "discrete" else
-                                                            section.free_tokens, 1),), generator=generator)]
+        count = section.tokens if cfg.attack == "discrete" else section.free_tokens
+        init = allowed[torch.randint(len(allowed), (max(count, 1),), generator=generator)]  # random allowed words
         if cfg.attack == "soft":
             results[prompt] = soft_prompt(victim, prompt, x0, section, generator, init)
             attacked[prompt] = prompt
