@@ -16,8 +16,8 @@ Defaults are the reference's (λ 0.1, s_e 1, s_p 0.1, both to_k and to_v edited)
 File format (``format = cpe-uce``): one safetensors file holding, per edited layer (released layer naming
 ``lora_unet_<module path>``), the weight delta ``<layer>.delta`` = W' − W in float32; metadata: concepts,
 neutrals, base model, text width, number of edited layers, λ, scales, technique, the prompt counts and the
-training config. Written
-atomically and never silently overwritten. ``apply_uce`` edits a UNet in place and can restore it exactly.
+training config. Written atomically and never silently overwritten. ``apply_uce`` edits a UNet in place and
+can restore it exactly.
 """
 
 from __future__ import annotations
