@@ -59,6 +59,11 @@ def _convert(value: Any, hint: Any) -> Any:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_convert(v, item) for v in value]
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, hint):
             raise ValueError(f"must be a {hint.__name__} section, got {type(value).__name__}")

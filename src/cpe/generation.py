@@ -73,8 +73,10 @@ class GenerationPipeline:
     """A loaded pipeline (plus merged erasers) that turns prompt rows into images."""
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
-                 device: str | torch.device | None = None, pad_ranks: bool = False, load_model: bool = True) -> None:
-        """Load the erasers, then (unless ``load_model`` is False: call ``load_model()`` later) the pipeline."""
+                 device: str | torch.device | None = None, pad_ranks: bool = False, load_model: bool = True,
+                 uce: str | Path | None = None) -> None:
+        """Load the erasers and the UCE edit, then (unless ``load_model`` is False: call ``load_model()`` later)
+        the pipeline."""
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
@@ -87,6 +89,12 @@ class GenerationPipeline:
                     f"config says gate_rank {cfg.gate_rank}"
                 )
         self._resag, self._device = resag, device
+        self.uce_edit = None  # a UCE edit (cpe.uce): read before the model loads, applied to its UNet in load_model
+        if uce:
+            from cpe.uce import read_uce
+
+            self.uce_edit = read_uce(uce)
+        self.uce = None
         self.pipe = None
         self.network = None
         if load_model:
@@ -106,13 +114,21 @@ class GenerationPipeline:
                 self.network.attach(self.pipe.unet)
             except ValueError as e:
                 raise ValueError(f"erasers do not fit model {self.model}: {e}") from None
+        if self.uce_edit is not None:
+            from cpe.uce import apply_uce
+
+            try:
+                self.uce = apply_uce(self.pipe.unet, self.uce_edit)
+            except ValueError as e:
+                raise ValueError(f"UCE edit does not fit model {self.model}: {e}") from None
 
     @property
     def device(self) -> torch.device:
         return self.pipe.unet.device
 
     def eraser_records(self) -> list[dict]:
-        return [{"name": info.name, "sha256": info.sha256} for info in self.infos]
+        uce = [{"name": self.uce_edit.name, "sha256": self.uce_edit.sha256}] if self.uce_edit else []
+        return [{"name": info.name, "sha256": info.sha256} for info in self.infos] + uce
 
     def guidance(self, row: PromptRow) -> float:
         return self.cfg.guidance_scale if row.guidance is None else row.guidance
@@ -154,8 +170,8 @@ class GenerationPipeline:
 
     def grid(self, row: PromptRow) -> Image.Image:
         """Original model and erased model side by side (same seed), labelled."""
-        if self.network is None:
-            raise ValueError("grid mode compares the original with the erased model: pass --erasers")
+        if self.network is None or self.uce_edit is not None:
+            raise ValueError("grid mode compares the original with the erased model: pass --erasers (not --uce)")
         self.network.enabled = False
         try:
             original = self.images([row])[0]
@@ -239,20 +255,24 @@ def run_generation(
     device: str | None = None,
     pad_ranks: bool = False,
     overwrite: bool = False,
+    uce: str | Path | None = None,
 ) -> GenerationSummary:
     """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first.
 
     ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``).
     A folder holding images of other erasers or settings is refused (``cpe.gen_folder``) unless
-    ``overwrite``, which deletes its images and manifest and starts it over.
+    ``overwrite``, which deletes its images and manifest and starts it over. ``uce`` is a UCE file (``cpe.uce``)
+    applied to the UNet before sampling.
     """
     start = time.perf_counter()
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
     if experiment:
         check_relative_folder(experiment, "experiment")
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
-    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, load_model=False)
-    out_dir = Path(cfg.save_root) / (experiment or experiment_name(gen.infos)) / cfg.subset
+    gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, uce=uce,
+                             load_model=False)
+    named = [*gen.infos, *([gen.uce_edit] if gen.uce_edit else [])]
+    out_dir = Path(cfg.save_root) / (experiment or experiment_name(named)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
     check_writable_folder(targets)  # before the slow part
     gen.load_model()
