@@ -14,6 +14,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+POOLED_MODES = ("keep", "neutral")  # SDXL's pooled text embedding under erasure (cpe.pooled)
+
 
 @dataclass
 class GenerationConfig:
@@ -36,6 +38,8 @@ class GenerationConfig:
     first_row: int | None = None  # inclusive range of CSV data rows (0-based); None = from the start
     last_row: int | None = None  # None = to the end
     dtype: str = "float32"
+    pooled: str = "keep"  # SDXL's pooled text embedding: keep | neutral (cpe.pooled)
+    pooled_threshold: float = 0.5  # neutral: a gate above this on any token replaces the concept in the pooled text
 
     def resolved_prompt_path(self) -> Path:
         path = Path(self.prompt_path).expanduser()
@@ -44,7 +48,7 @@ class GenerationConfig:
     def image_settings(self) -> dict[str, Any]:
         """The values that shape every image; recorded in each manifest record."""
         keep = ("negative_prompt", "unconditional_prompt", "width", "height", "num_inference_steps",
-                "guidance_scale", "generate_num", "scheduler", "dtype")
+                "guidance_scale", "generate_num", "scheduler", "dtype", "pooled", "pooled_threshold")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
@@ -74,6 +78,11 @@ def _check_values(cfg: GenerationConfig, source: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ValueError(f"{source}: generation config key {key!r} must be >= 1, got {value}")
+    if cfg.pooled not in POOLED_MODES:
+        raise ValueError(f"{source}: generation config key 'pooled' must be one of {POOLED_MODES}, got {cfg.pooled!r}")
+    if not 0 <= cfg.pooled_threshold < 1:
+        threshold = cfg.pooled_threshold
+        raise ValueError(f"{source}: generation config key 'pooled_threshold' must be in [0, 1), got {threshold}")
     for key in ("first_row", "last_row"):
         value = getattr(cfg, key)
         if value is not None and value < 0:

@@ -2,8 +2,8 @@
 
 Our format (``format = cpe-resag``): tensors ``gate.w_query``, ``gate.w_key``, ``gate.vector`` and, per
 layer, ``<layer>.down`` / ``<layer>.up``, each with a concept axis of size 1; metadata holds the
-concept, its neutral, the base model, r, k, α, the gate's key mode, the format version and the
-training config as JSON.
+concept, its neutral, the base model and its architecture (``cpe.network.architecture``), r, k, α, the
+gate's key mode, the format version and the training config as JSON.
 
 Released format (method.md §3.2): ``attention_gate.encoder_layer.slf_attn.attention_module1.w_qs``
 / ``w_ks`` / ``...gate.scaler`` ``.weight``, ``<layer>.lora_down.weight``, ``<layer>.lora_up.weight``,
@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from cpe.io_utils import atomic_write
+from cpe.network import architecture
 from cpe.resag import ResAG, ResAGSpec
 
 FORMAT_NAME = "cpe-resag"
@@ -103,6 +104,7 @@ def save_gate_file(
         "concept": concept,
         "neutral": neutral,
         "base_model": base_model,
+        "base_architecture": architecture(spec.embed_dim, len(spec.layer_dims)),
         "embed_dim": str(spec.embed_dim),
         "gate_rank": str(spec.gate_rank),
         "lora_rank": str(spec.lora_rank),
