@@ -13,7 +13,7 @@ from train_support import small_config
 
 from cpe import training
 from cpe.config import load_train_config
-from cpe.gen_config import GenerationConfig
+from cpe.gen_config import GenerationConfig, load_gen_config
 from cpe.generation import GenerationPipeline, run_generation
 from cpe.model_zoo import build_tiny_pipeline, sd14_unet, sdxl_unet
 from cpe.models import TextSide, load_pipeline, load_unet
@@ -187,3 +187,17 @@ def test_gate_files_of_sd14_and_sdxl_do_not_load_into_each_other(tmp_path):
         with pytest.raises(ValueError) as error:
             CPENetwork(load_erasers([path])[0]).attach(unet)
         assert str(error.value) == f"gates ({path}) fit {labels[source]}, not this model's {labels[target]}"
+
+
+def test_sdxl_configs_load_and_keep_the_sd14_protocol_at_1024_pixels():
+    configs = Path(__file__).resolve().parents[1] / "configs" / "celebs"
+    cfg = load_train_config(configs / "train_sdxl.yaml")
+    base = load_train_config(configs / "train.yaml")
+    assert cfg.model.path == "stabilityai/stable-diffusion-xl-base-1.0" and cfg.output_dir() != base.output_dir()
+    assert (cfg.network, cfg.train, cfg.anchors.top_k) == (base.network, base.train, base.anchors.top_k)
+    for path in sorted((configs / "gen_sdxl").glob("*.yaml")):
+        sdxl, sd14 = load_gen_config(path), load_gen_config(configs / "gen" / path.name)
+        assert (sdxl.width, sdxl.height, sdxl.pooled) == (1024, 1024, "keep"), path
+        same = ("prompt_path", "subset", "negative_prompt", "guidance_scale", "num_inference_steps", "gate_rank")
+        assert all(getattr(sdxl, key) == getattr(sd14, key) for key in same), path
+    assert len(list((configs / "gen_sdxl").glob("*.yaml"))) == len(list((configs / "gen").glob("*.yaml")))
