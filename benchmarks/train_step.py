@@ -177,15 +177,17 @@ def report(arch: str, config: Path, args: argparse.Namespace) -> None:
     layers, dim = unet_layers(arch), ARCHITECTURES[arch][1]
     print(f"\n{arch} shapes: {len(layers)} layers, T={TOKENS}, D={dim}, S={args.anchors}, P={args.adv}, r={r}, k={k}; "
           f"{args.threads} threads; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    ref_erase, ref_adv = reference(layers, dim, args.anchors, args.adv, r, k, max(1, args.repeats - 1))
     print(f"{'':24}{'erase s/step':>14}{'adv s/step':>12}{'erase s/concept-step':>22}{'speed-up':>10}")
-    print(f"{'reference, 1 concept':24}{ref_erase:14.3f}{ref_adv:12.3f}{ref_erase:22.3f}{1:10.1f}")
+    ref_erase = ref_adv = math.nan
+    if not args.no_reference:
+        ref_erase, ref_adv = reference(layers, dim, args.anchors, args.adv, r, k, max(1, args.repeats - 1))
+        print(f"{'reference, 1 concept':24}{ref_erase:14.3f}{ref_adv:12.3f}{ref_erase:22.3f}{1:10.1f}")
     best = None
     for c in args.concepts:
         erase, adv = ours(layers, dim, c, args.anchors, args.adv, r, k, args.repeats)
         per_erase, per_adv = erase / c, adv / c
-        print(f"{f'ours, {c} concepts':24}{erase:14.3f}{adv:12.3f}{per_erase:22.4f}{ref_erase / per_erase:10.1f}"
-              f"   (adv {ref_adv / per_adv:.1f}x)")
+        versus = "" if args.no_reference else f"{ref_erase / per_erase:10.1f}   (adv {ref_adv / per_adv:.1f}x)"
+        print(f"{f'ours, {c} concepts':24}{erase:14.3f}{adv:12.3f}{per_erase:22.4f}{versus}")
         if best is None or per_erase + per_adv < best[0] + best[1]:
             best = (per_erase, per_adv, c)
 
@@ -198,9 +200,9 @@ def report(arch: str, config: Path, args: argparse.Namespace) -> None:
     print(f"{config.relative_to(REPO) if config.is_relative_to(REPO) else config}: {n} concepts x "
           f"({steps_erase} erase + {steps_adv} adversarial steps)")
     processes = max(1, (os.cpu_count() or 1) // args.threads)
+    versus = "" if args.no_reference else f"; reference pattern: {ref_hours:.1f} h"
     print(f"  training steps, ours (best with {c} concept(s) side by side): {train_hours:.2f} h on {args.threads} "
-          f"thread(s) = {train_hours / processes:.2f} h with {processes} processes (torchrun); "
-          f"reference pattern: {ref_hours:.1f} h")
+          f"thread(s) = {train_hours / processes:.2f} h with {processes} processes (torchrun){versus}")
     if arch == "sd14":
         clip = clip_seconds_per_prompt()
         print(f"  encoding anchor pools (CLIP-L {clip:.3f} s/prompt): {fewest}-{most} prompts = "
@@ -219,6 +221,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", nargs="+", choices=sorted(ARCHITECTURES), default=["sd14", "sdxl"])
     parser.add_argument("--config", type=Path, help="training config (default: celebs' train.yaml / train_sdxl.yaml)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference pattern (at SDXL shapes it holds ~10+ GB of activations per step)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as the trainer does on CPU (tiny gate weights -> denormal Adam statistics)
