@@ -1,14 +1,16 @@
-"""Seconds per training step at SD v1.4 shapes (random weights): our trainer vs the reference's pattern.
+"""Seconds per training step at SD v1.4 and SDXL shapes (random weights): our trainer vs the reference's pattern.
 
 Ours: the exact shortcuts of method.md §2.7a (cpe.losses), gate once per embedding, C concepts side by side.
 Reference pattern: per step, every embedding of the batch [E_T, E_T+δ_1..P, E_N, E_∅, a_1..S] is projected
 through all 32 to_k/to_v layers twice (frozen and adapted), the gate is recomputed inside each layer, and the
 losses are the direct formulas of §2.5-2.6; one concept at a time.
 
-    python benchmarks/train_step.py [--threads 1] [--concepts 1 16] [--config configs/celebs/train.yaml]
+    python benchmarks/train_step.py [--threads 1] [--concepts 1 16] [--arch sd14 sdxl] [--config ...]
 
-Prints a side-by-side table and the projected time of the config's full run on this machine
-(erase + adversarial steps, plus encoding the anchor pools with CLIP ViT-L/14 at 77 tokens).
+SD v1.4: 32 to_k/to_v over a 768-wide context; SDXL base 1.0: 140 over a 2048-wide one (both text
+encoders' penultimate states side by side). Prints a side-by-side table per architecture and the projected
+time of the config's full run on this machine (erase + adversarial steps; for SD v1.4 also encoding the
+anchor pools with CLIP ViT-L/14 at 77 tokens).
 """
 
 from __future__ import annotations
@@ -23,26 +25,32 @@ import torch
 
 from cpe.config import load_train_config
 from cpe.losses import EraseBatch, FrozenBank, KVLoss, attack_loss, erase_losses
-from cpe.model_zoo import sd14_unet
+from cpe.model_zoo import sd14_unet, sdxl_unet
 from cpe.network import cross_attention_projections
 from cpe.prompts import load_concepts, load_templates, read_csv_column, unique
 from cpe.resag import ResAG, ResAGSpec
 from cpe.training import adversarial_phase, erase_phase
 
-TOKENS, DIM = 77, 768
+TOKENS = 77
 REPO = Path(__file__).resolve().parents[1]
+# architecture -> (meta-device UNet builder, context width D, training config for the full-run projection)
+ARCHITECTURES = {
+    "sd14": (sd14_unet, 768, REPO / "configs" / "celebs" / "train.yaml"),
+    "sdxl": (sdxl_unet, 2048, REPO / "configs" / "celebs" / "train_sdxl.yaml"),
+}
 
 
-def sd14_layers() -> dict[str, int]:
-    """Layer name -> output width of SD v1.4's 32 cross-attention to_k/to_v (from the meta-device UNet)."""
-    return {name: linear.out_features for name, linear in cross_attention_projections(sd14_unet("meta")).items()}
+def unet_layers(arch: str) -> dict[str, int]:
+    """Layer name -> output width of every cross-attention to_k/to_v (from the meta-device UNet)."""
+    build = ARCHITECTURES[arch][0]
+    return {name: linear.out_features for name, linear in cross_attention_projections(build("meta")).items()}
 
 
-def random_setup(layers: dict[str, int], concepts: int, gate_rank: int, lora_rank: int, seed: int = 0):
+def random_setup(layers: dict[str, int], dim: int, concepts: int, gate_rank: int, lora_rank: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    weights = {name: torch.randn(d, DIM, generator=gen) / math.sqrt(DIM) for name, d in layers.items()}
+    weights = {name: torch.randn(d, dim, generator=gen) / math.sqrt(dim) for name, d in layers.items()}
     kv = KVLoss(weights, {name: 1.0 for name in layers}, TOKENS)
-    resag = ResAG(ResAGSpec(DIM, layers, gate_rank, lora_rank), concepts)
+    resag = ResAG(ResAGSpec(dim, layers, gate_rank, lora_rank), concepts)
     with torch.no_grad():
         for name in layers:
             resag.up[name].normal_(generator=gen).mul_(0.01)
@@ -57,13 +65,13 @@ def timed(step, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def ours(layers, concepts: int, anchors: int, adv: int, gate_rank: int, lora_rank: int, repeats: int):
-    kv, _, resag = random_setup(layers, concepts, gate_rank, lora_rank)
+def ours(layers, dim: int, concepts: int, anchors: int, adv: int, gate_rank: int, lora_rank: int, repeats: int):
+    kv, _, resag = random_setup(layers, dim, concepts, gate_rank, lora_rank)
     gen = torch.Generator().manual_seed(1)
     rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
-    target, diff = rand(concepts, TOKENS, DIM), rand(concepts, TOKENS, DIM) * 0.1
-    batch = EraseBatch(target, diff, rand(concepts, 1 + anchors, TOKENS, DIM))
-    bank = FrozenBank.freeze(kv, rand(concepts, adv, TOKENS, DIM) * 1e-3)
+    target, diff = rand(concepts, TOKENS, dim), rand(concepts, TOKENS, dim) * 0.1
+    batch = EraseBatch(target, diff, rand(concepts, 1 + anchors, TOKENS, dim))
+    bank = FrozenBank.freeze(kv, rand(concepts, adv, TOKENS, dim) * 1e-3)
     params = [p for p in resag.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
@@ -76,7 +84,7 @@ def ours(layers, concepts: int, anchors: int, adv: int, gate_rank: int, lora_ran
     erase = timed(erase_step, repeats)
     for p in params:
         p.requires_grad_(False)
-    delta = (rand(concepts, adv, TOKENS, DIM) * 1e-3).requires_grad_(True)
+    delta = (rand(concepts, adv, TOKENS, dim) * 1e-3).requires_grad_(True)
     adv_opt = torch.optim.AdamW([delta], lr=1e-2)
     with torch.no_grad():
         readout = kv.readout(resag)
@@ -89,13 +97,13 @@ def ours(layers, concepts: int, anchors: int, adv: int, gate_rank: int, lora_ran
     return erase, timed(adv_step, repeats)
 
 
-def reference(layers, anchors: int, adv: int, gate_rank: int, lora_rank: int, repeats: int):
+def reference(layers, dim: int, anchors: int, adv: int, gate_rank: int, lora_rank: int, repeats: int):
     """One concept, the reference's way: full projections twice per layer, the gate in every layer."""
-    _, weights, resag = random_setup(layers, 1, gate_rank, lora_rank)
+    _, weights, resag = random_setup(layers, dim, 1, gate_rank, lora_rank)
     gen = torch.Generator().manual_seed(1)
     rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
-    target, neutral, empty = rand(1, TOKENS, DIM), rand(1, TOKENS, DIM), rand(1, TOKENS, DIM)
-    anchor_batch, delta0 = rand(anchors, TOKENS, DIM), rand(adv, TOKENS, DIM) * 1e-3
+    target, neutral, empty = rand(1, TOKENS, dim), rand(1, TOKENS, dim), rand(1, TOKENS, dim)
+    anchor_batch, delta0 = rand(anchors, TOKENS, dim), rand(adv, TOKENS, dim) * 1e-3
     batch = torch.cat([target, target + delta0, neutral, empty, anchor_batch])
     params = [p for p in resag.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -162,6 +170,47 @@ def anchor_prompt_bounds(config: Path) -> tuple[int, int, int]:
     return len(concepts), fewest, most
 
 
+def report(arch: str, config: Path, args: argparse.Namespace) -> None:
+    """The side-by-side table of one architecture and the projected time of ``config``'s full run."""
+    cfg = load_train_config(config)
+    r, k = cfg.network.gate_rank, cfg.network.lora_rank
+    layers, dim = unet_layers(arch), ARCHITECTURES[arch][1]
+    print(f"\n{arch} shapes: {len(layers)} layers, T={TOKENS}, D={dim}, S={args.anchors}, P={args.adv}, r={r}, k={k}; "
+          f"{args.threads} threads; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'':24}{'erase s/step':>14}{'adv s/step':>12}{'erase s/concept-step':>22}{'speed-up':>10}")
+    ref_erase = ref_adv = math.nan
+    if not args.no_reference:
+        ref_erase, ref_adv = reference(layers, dim, args.anchors, args.adv, r, k, max(1, args.repeats - 1))
+        print(f"{'reference, 1 concept':24}{ref_erase:14.3f}{ref_adv:12.3f}{ref_erase:22.3f}{1:10.1f}")
+    best = None
+    for c in args.concepts:
+        erase, adv = ours(layers, dim, c, args.anchors, args.adv, r, k, args.repeats)
+        per_erase, per_adv = erase / c, adv / c
+        versus = "" if args.no_reference else f"{ref_erase / per_erase:10.1f}   (adv {ref_adv / per_adv:.1f}x)"
+        print(f"{f'ours, {c} concepts':24}{erase:14.3f}{adv:12.3f}{per_erase:22.4f}{versus}")
+        if best is None or per_erase + per_adv < best[0] + best[1]:
+            best = (per_erase, per_adv, c)
+
+    per_erase, per_adv, c = best
+    steps_erase = sum(erase_phase(cfg, s).steps for s in range(cfg.train.num_stages))
+    steps_adv = adversarial_phase(cfg).steps * cfg.train.num_stages if cfg.adversarial.enabled else 0
+    n, fewest, most = anchor_prompt_bounds(config)
+    train_hours = n * (steps_erase * per_erase + steps_adv * per_adv) / 3600
+    ref_hours = n * (steps_erase * ref_erase + steps_adv * ref_adv) / 3600
+    print(f"{config.relative_to(REPO) if config.is_relative_to(REPO) else config}: {n} concepts x "
+          f"({steps_erase} erase + {steps_adv} adversarial steps)")
+    processes = max(1, (os.cpu_count() or 1) // args.threads)
+    versus = "" if args.no_reference else f"; reference pattern: {ref_hours:.1f} h"
+    print(f"  training steps, ours (best with {c} concept(s) side by side): {train_hours:.2f} h on {args.threads} "
+          f"thread(s) = {train_hours / processes:.2f} h with {processes} processes (torchrun){versus}")
+    if arch == "sd14":
+        clip = clip_seconds_per_prompt()
+        print(f"  encoding anchor pools (CLIP-L {clip:.3f} s/prompt): {fewest}-{most} prompts = "
+              f"{fewest * clip / 3600:.2f}-{most * clip / 3600:.2f} h (all concepts in one batch; fewer with overlap)")
+    else:
+        print(f"  encoding anchor pools: {fewest}-{most} prompts through CLIP-L and OpenCLIP bigG (not timed here)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1,
@@ -170,43 +219,16 @@ def main() -> None:
     parser.add_argument("--anchors", type=int, default=32, help="S")
     parser.add_argument("--adv", type=int, default=16, help="P")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "celebs" / "train.yaml")
+    parser.add_argument("--arch", nargs="+", choices=sorted(ARCHITECTURES), default=["sd14", "sdxl"])
+    parser.add_argument("--config", type=Path, help="training config (default: celebs' train.yaml / train_sdxl.yaml)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference pattern (at SDXL shapes it holds ~10+ GB of activations per step)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as the trainer does on CPU (tiny gate weights -> denormal Adam statistics)
     torch.manual_seed(0)
-    cfg = load_train_config(args.config)
-    r, k = cfg.network.gate_rank, cfg.network.lora_rank
-    layers = sd14_layers()
-    print(f"SD v1.4 shapes: {len(layers)} layers, T={TOKENS}, D={DIM}, S={args.anchors}, P={args.adv}, r={r}, k={k}; "
-          f"{args.threads} threads; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    ref_erase, ref_adv = reference(layers, args.anchors, args.adv, r, k, max(1, args.repeats - 1))
-    print(f"{'':24}{'erase s/step':>14}{'adv s/step':>12}{'erase s/concept-step':>22}{'speed-up':>10}")
-    print(f"{'reference, 1 concept':24}{ref_erase:14.3f}{ref_adv:12.3f}{ref_erase:22.3f}{1:10.1f}")
-    best = None
-    for c in args.concepts:
-        erase, adv = ours(layers, c, args.anchors, args.adv, r, k, args.repeats)
-        per_erase, per_adv = erase / c, adv / c
-        print(f"{f'ours, {c} concepts':24}{erase:14.3f}{adv:12.3f}{per_erase:22.4f}{ref_erase / per_erase:10.1f}"
-              f"   (adv {ref_adv / per_adv:.1f}x)")
-        if best is None or per_erase + per_adv < best[0] + best[1]:
-            best = (per_erase, per_adv, c)
-
-    per_erase, per_adv, c = best
-    steps_erase = sum(erase_phase(cfg, s).steps for s in range(cfg.train.num_stages))
-    steps_adv = adversarial_phase(cfg).steps * cfg.train.num_stages if cfg.adversarial.enabled else 0
-    n, fewest, most = anchor_prompt_bounds(args.config)
-    train_hours = n * (steps_erase * per_erase + steps_adv * per_adv) / 3600
-    ref_hours = n * (steps_erase * ref_erase + steps_adv * ref_adv) / 3600
-    clip = clip_seconds_per_prompt()
-    print(f"\n{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}: {n} concepts x "
-          f"({steps_erase} erase + {steps_adv} adversarial steps)")
-    processes = max(1, (os.cpu_count() or 1) // args.threads)
-    print(f"  training steps, ours (best with {c} concept(s) side by side): {train_hours:.2f} h on {args.threads} "
-          f"thread(s) = {train_hours / processes:.2f} h with {processes} processes (torchrun); "
-          f"reference pattern: {ref_hours:.1f} h")
-    print(f"  encoding anchor pools (CLIP-L {clip:.3f} s/prompt): {fewest}-{most} prompts = "
-          f"{fewest * clip / 3600:.2f}-{most * clip / 3600:.2f} h (all concepts in one batch; fewer with overlap)")
+    for arch in args.arch:
+        report(arch, args.config or ARCHITECTURES[arch][2], args)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def _prepared(cfg, concept_index: int) -> tuple[training.ConceptData, torch.Tens
     model = training.load_frozen(cfg, torch.device("cpu"))
     encoded = []
     eos = model.tokenizer.eos_token_id  # count the prompts, not the "" that pad the last batch of each list
-    model.text_encoder.register_forward_hook(lambda _, args, out: encoded.append(int((args[0][:, 1] != eos).sum())))
+    model.text.encoders[0].register_forward_hook(
+        lambda _, args, kwargs, out: encoded.append(int((kwargs["input_ids"][:, 1] != eos).sum())), with_kwargs=True)
     side = training.encode_prompt_side(training.read_prompt_lists(cfg), model)
     concept = load_concepts(cfg.path(cfg.prompts.concepts), cfg.prompts.neutral, cfg.train.guidance)[concept_index]
     (data,), store = training.prepare_batch(cfg, side, model, [concept])

@@ -123,7 +123,8 @@ def test_cache_follows_parameter_updates_between_unet_calls():
 
 def test_attach_rejects_another_architecture_and_double_attach():
     network = CPENetwork(ResAG(spec_for_unet(tiny_unet("sd1"))))
-    with pytest.raises(ValueError, match=r"layer lora_unet_\S+: gate shape \(in 32, out 16\) .* \(in 1024, out 16\)"):
+    with pytest.raises(ValueError, match=r"^gates fit custom UNet \(context 32, 14 to_k/to_v\), not this model's "
+                                         r"custom UNet \(context 1024, 14 to_k/to_v\)$"):
         network.attach(tiny_unet("sd2"))
     unet = tiny_unet("sd1")
     network.attach(unet)

@@ -57,14 +57,14 @@ def circle_edit():
 
 
 def test_uce_on_the_toy_maps_the_concept_to_its_neutral_and_keeps_the_rest(circle_edit):
-    from cpe.models import load_cross_attention_weights, load_text_encoder, load_tokenizer
+    from cpe.models import TextSide, load_cross_attention_weights
     from cpe.uce import preserve_contexts
 
     cfg, edit = circle_edit
     assert edit.concepts == ["circle"] and edit.neutrals == ["shape"] and edit.info["erase_prompts"] == 8
-    tokenizer, encoder = load_tokenizer(str(TOY_MODEL_DIR)), load_text_encoder(str(TOY_MODEL_DIR))
-    old, new = edit_contexts(tokenizer, encoder, [("a blue circle", "a blue shape")])
-    kept = preserve_contexts(tokenizer, encoder, ["a blue square"])
+    text = TextSide.load(str(TOY_MODEL_DIR))
+    old, new = edit_contexts(text, [("a blue circle", "a blue shape")])
+    kept = preserve_contexts(text, ["a blue square"])
     module, weights = next(iter(load_cross_attention_weights(str(TOY_MODEL_DIR)).items()))
     name = "lora_unet_" + f"{module}.to_v".replace(".", "_")
     w = weights["to_v"]

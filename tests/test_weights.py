@@ -152,10 +152,11 @@ def test_saving_never_overwrites_trained_weights(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a_last.safetensors"]  # no temp files left
 
 
-def test_file_for_another_architecture_names_file_layer_and_shapes(tmp_path):
+def test_file_for_another_architecture_names_file_and_both_architectures(tmp_path):
     path = save_gate_file(trained_like(tiny_unet("sd2")), tmp_path / "sd2_last.safetensors", concept="x")
     resag, _ = load_erasers([path])
-    with pytest.raises(ValueError, match=r"layer lora_unet_\S+ \(.*sd2_last.safetensors\): gate shape \(in 1024"):
+    with pytest.raises(ValueError, match=r"\(.*sd2_last.safetensors\) fit custom UNet \(context 1024, 14 to_k/to_v\), "
+                                         r"not this model's custom UNet \(context 32, 14 to_k/to_v\)"):
         CPENetwork(resag).attach(tiny_unet("sd1"))
 
 

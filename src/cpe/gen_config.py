@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cpe.config import ConfigError, DTypeName, Section, at_least, build_dataclass, read_yaml
 from cpe.names import check_relative_folder
+
+POOLED_MODES = ("keep", "neutral")  # SDXL's pooled text embedding under erasure (cpe.pooled)
 
 
 @dataclass
@@ -37,6 +39,8 @@ class GenerationConfig(Section):
     first_row: int | None = at_least(0, None)  # CSV data rows [first_row, last_row), 0-based; None = from the start
     last_row: int | None = at_least(0, None)  # exclusive end; None = to the end
     dtype: DTypeName = "float32"
+    pooled: Literal[POOLED_MODES] = "keep"  # SDXL's pooled text embedding: keep | neutral (cpe.pooled)
+    pooled_threshold: float = 0.5  # neutral: a gate above this on any token replaces the concept in the pooled text
 
     def check(self) -> None:
         if not self.prompt_path:
@@ -44,6 +48,8 @@ class GenerationConfig(Section):
         if self.last_row is not None and self.last_row <= (self.first_row or 0):
             raise self.error("last_row", f"must be after first_row: rows [{self.first_row or 0}, {self.last_row}) "
                                          "are none (the end is exclusive)")
+        if not 0 <= self.pooled_threshold < 1:
+            raise self.error("pooled_threshold", f"must be in [0, 1), got {self.pooled_threshold}")
         try:  # images must stay inside save_root
             check_relative_folder(self.subset, "subset")
         except ValueError as e:
@@ -56,7 +62,7 @@ class GenerationConfig(Section):
     def image_settings(self) -> dict[str, Any]:
         """The values that shape every image; recorded in each manifest record."""
         keep = ("negative_prompt", "unconditional_prompt", "width", "height", "num_inference_steps",
-                "guidance_scale", "generate_num", "scheduler", "dtype")
+                "guidance_scale", "generate_num", "scheduler", "dtype", "pooled", "pooled_threshold")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 

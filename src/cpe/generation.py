@@ -27,7 +27,7 @@ from cpe.gen_config import GenerationConfig
 from cpe.grid import compare_grid
 from cpe.io_utils import atomic_write, atomic_write_jsonl, check_writable_folder, read_jsonl, remove_stale_temp_files
 from cpe.manifest import MANIFEST_NAME, read_manifest
-from cpe.models import load_pipeline, resolve_device
+from cpe.models import TextEmbedding, TextSide, load_pipeline, pipeline_kind, resolve_device
 from cpe.names import FOLDER_MAX_BYTES, bounded, check_relative_folder, slug
 from cpe.prompt_csv import PromptRow, read_prompt_csv
 from cpe.weights import GateFileInfo, load_erasers
@@ -88,6 +88,8 @@ class GenerationPipeline:
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
                 )
+        if cfg.pooled != "keep" and pipeline_kind(model) != "sdxl":
+            raise ValueError(f"pooled: {cfg.pooled} needs an SDXL model; {model} has no pooled text embedding")
         self._resag, self._device = resag, device
         self.uce_edit = None  # a UCE edit (cpe.uce): read before the model loads, applied to its UNet in load_model
         if uce:
@@ -104,6 +106,7 @@ class GenerationPipeline:
         """Load the pipeline and attach the erasers (the slow part: run_generation checks its folder first)."""
         cfg, resag = self.cfg, self._resag
         self.pipe = load_pipeline(self.model, device=resolve_device(self._device), dtype=cfg.dtype)
+        self.text = TextSide.from_pipeline(self.pipe)  # the prompts' context, as training encodes it
         if cfg.scheduler:
             self.pipe.scheduler = _scheduler(cfg.scheduler, self.pipe.scheduler.config)
         if resag is not None:
@@ -154,9 +157,15 @@ class GenerationPipeline:
         latents, generators = self._latents(rows)
         if self.network is not None:
             self.network.clear_cache()
+        prompts = [row.prompt + self.cfg.unconditional_prompt for row in rows]
+        embedding = self.text.embed(prompts)
+        conditioning = {"prompt_embeds": embedding.context}
+        if embedding.pooled is not None:
+            conditioning["pooled_prompt_embeds"] = self._pooled(prompts, embedding)
         out = self.pipe(
-            prompt=[row.prompt + self.cfg.unconditional_prompt for row in rows],
-            negative_prompt=[self.cfg.negative_prompt] * len(rows),
+            **conditioning,
+            # None = the pipeline's default: "" for SD 1.x/2.x, zeros for SDXL (force_zeros_for_empty_prompt)
+            negative_prompt=[self.cfg.negative_prompt] * len(rows) if self.cfg.negative_prompt else None,
             height=self.cfg.height,
             width=self.cfg.width,
             num_inference_steps=self.cfg.num_inference_steps,
@@ -167,6 +176,21 @@ class GenerationPipeline:
         ).images
         n = self.cfg.generate_num
         return [out[i * n : (i + 1) * n] for i in range(len(rows))]
+
+    def _pooled(self, prompts: list[str], embedding: TextEmbedding) -> torch.Tensor:
+        """SDXL's pooled embedding under the ``pooled`` option (:mod:`cpe.pooled`)."""
+        if self.cfg.pooled == "keep" or self.network is None or not self.network.enabled:
+            return embedding.pooled
+        from cpe.pooled import pooled_texts
+
+        concepts = [(info.concept, info.neutral) for info in self.infos]
+        texts = pooled_texts(self.network.resag, embedding.context, prompts, concepts, self.cfg.pooled_threshold,
+                             self.network.concept_active)
+        changed = [i for i, text in enumerate(texts) if text is not None]
+        pooled = embedding.pooled.clone()
+        if changed:
+            pooled[changed] = self.text.pooled([texts[i] for i in changed]).to(pooled.dtype)
+        return pooled
 
     def grid(self, row: PromptRow) -> Image.Image:
         """Original model and erased model side by side (same seed), labelled."""

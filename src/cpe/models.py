@@ -1,7 +1,8 @@
-"""Load tokenizer, text encoder, UNet or a whole pipeline from a hub id or a local folder.
+"""Load the text side, the UNet (or only its cross-attention weights) or a whole pipeline from a hub id or folder.
 
-The same code path serves ``CompVis/stable-diffusion-v1-4`` for users and the small pipelines the
-project builds for tests and the offline demo (a local folder instead of a hub id).
+The pipeline class comes from ``model_index.json``: ``StableDiffusionPipeline`` (SD 1.x, SD 2.x, any
+prediction type) or ``StableDiffusionXLPipeline`` (SDXL). The same code path serves hub models for users
+and the small pipelines the project builds for tests and the offline demo (a local folder instead).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typing
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -78,12 +80,16 @@ def _loading(model: str, what: str) -> Iterator[None]:
         raise ModelLoadError(f"{model}: cannot load the {what} ({type(e).__name__}: {_first_line(e)})") from None
 
 
-def clip_tokenizer_from_assets(model_max_length: int = 77) -> CLIPTokenizer:
-    """The real CLIP BPE tokenizer, built from the vocabulary shipped with this package (no download)."""
+def clip_tokenizer_from_assets(model_max_length: int = 77, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    """The real CLIP BPE tokenizer, built from the vocabulary shipped with this package (no download).
+
+    ``pad_token="!"`` gives the OpenCLIP flavour of SD 2.x and SDXL's second tokenizer.
+    """
     return CLIPTokenizer(
         str(CLIP_TOKENIZER_ASSETS / "vocab.json"),
         str(CLIP_TOKENIZER_ASSETS / "merges.txt"),
         model_max_length=model_max_length,
+        pad_token=pad_token,
     )
 
 
@@ -128,16 +134,18 @@ class _UnusedImageProcessorNotice(logging.Filter):
         return not self.NOTICE.match(record.getMessage())
 
 
-def stable_diffusion_pipeline_class() -> type:
-    """``diffusers.StableDiffusionPipeline``, imported without the notices about image processors it never uses."""
+def stable_diffusion_pipeline_class(name: str = "StableDiffusionPipeline") -> type:
+    """A diffusers pipeline class (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``), imported without the
+    notices about image processors it never uses."""
     logger = logging.getLogger("transformers.utils.import_utils")
     notice = _UnusedImageProcessorNotice()
     logger.addFilter(notice)
     try:
-        from diffusers import StableDiffusionPipeline
+        import diffusers
+
+        return getattr(diffusers, name)
     finally:
         logger.removeFilter(notice)
-    return StableDiffusionPipeline
 
 
 def component_files(model: str, subfolders: Sequence[str]) -> dict:
@@ -156,21 +164,6 @@ def component_files(model: str, subfolders: Sequence[str]) -> dict:
     return {"folder": str(folder), "files": [[name, st.st_size, st.st_mtime_ns] for name, st in stats]}
 
 
-def load_tokenizer(model: str) -> CLIPTokenizer:
-    check_model_source(model)
-    with _loading(model, "tokenizer"):
-        return CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-
-
-def load_text_encoder(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
-    from transformers import CLIPTextModel
-
-    check_model_source(model)
-    with _quiet_dtype_rename(), _loading(model, "text encoder"):
-        encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=resolve_dtype(dtype))
-    return encoder.to(device).eval().requires_grad_(False)
-
-
 def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
     from diffusers import UNet2DConditionModel
 
@@ -180,24 +173,146 @@ def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch
     return unet.to(device).eval().requires_grad_(False)
 
 
-def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
-    """A ``StableDiffusionPipeline`` with the safety checker off (as in the paper's generation)."""
+# model_index.json class -> the pipeline kind CPE supports (both kinds attach to a UNet2DConditionModel).
+PIPELINE_KINDS = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+
+
+def model_index(model: str) -> dict:
+    """The pipeline's ``model_index.json`` (from the folder, or fetched alone from the hub)."""
     check_model_source(model)
+    local = Path(model).expanduser()
+    if local.is_dir():
+        path = local / "model_index.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{model}: no model_index.json (not a diffusers pipeline folder)")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(model, "model_index.json"))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def pipeline_kind(model: str) -> str:
+    """"sd" (SD 1.x / 2.x, one CLIP text encoder) or "sdxl" (two text encoders), from ``model_index.json``."""
+    name = model_index(model).get("_class_name")
+    if name not in PIPELINE_KINDS:
+        raise ValueError(f"{model} is a {name} pipeline; CPE supports {' and '.join(PIPELINE_KINDS)}")
+    return PIPELINE_KINDS[name]
+
+
+def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
+    """The model's pipeline class from ``model_index.json``: ``StableDiffusionPipeline`` (safety checker off,
+    as in the paper's generation) or ``StableDiffusionXLPipeline`` (invisible watermark off, so images do not
+    depend on whether that optional package is installed)."""
+    kind = pipeline_kind(model)
+    if kind == "sdxl":
+        cls, extra = stable_diffusion_pipeline_class("StableDiffusionXLPipeline"), {"add_watermarker": False}
+    else:
+        cls, extra = stable_diffusion_pipeline_class(), {"safety_checker": None, "requires_safety_checker": False}
     with _quiet_dtype_rename(), _loading(model, "pipeline"):
-        pipe = stable_diffusion_pipeline_class().from_pretrained(
-            model, torch_dtype=resolve_dtype(dtype), safety_checker=None, requires_safety_checker=False
-        )
+        pipe = cls.from_pretrained(model, torch_dtype=resolve_dtype(dtype), **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
-@torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    """CLIP last hidden state (after the final layer norm), padded to the tokenizer's max length."""
-    ids = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids.to(text_encoder.device)
-    return text_encoder(ids)[0]
+@dataclass(frozen=True)
+class TextEmbedding:
+    context: torch.Tensor  # what every cross-attention of the UNet sees: (B, T, D)
+    pooled: torch.Tensor | None  # SDXL only: text_encoder_2's projected pooled output (B, P), the added conditioning
+
+
+class TextSide:
+    """The tokenizer(s) and text encoder(s) of a pipeline, encoding prompts exactly as its ``encode_prompt`` does.
+
+    * "sd" (SD 1.x / 2.x): the encoder's last hidden state (after the final layer norm; SD 2.x's OpenCLIP
+      encoder is stored with its last layer removed, so this is OpenCLIP's penultimate layer);
+    * "sdxl": both encoders' penultimate hidden states side by side (768 + 1280 = 2048 for SDXL base), plus
+      the second encoder's projected pooled output.
+
+    Training encodes its prompts with it and generation hands its embeddings to the pipeline, so both see
+    the same context.
+    """
+
+    def __init__(self, kind: str, tokenizers: list, encoders: list[torch.nn.Module]) -> None:
+        pairs = 2 if kind == "sdxl" else 1
+        if kind not in PIPELINE_KINDS.values() or not len(tokenizers) == len(encoders) == pairs:
+            raise ValueError(f"a {kind!r} text side needs {pairs} tokenizer/encoder pair(s)")
+        lengths = {t.model_max_length for t in tokenizers}
+        if len(lengths) != 1:
+            raise ValueError(f"the tokenizers pad to different lengths {sorted(lengths)}")
+        self.kind, self.tokenizers, self.encoders = kind, tokenizers, encoders
+
+    @classmethod
+    def load(cls, model: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32") -> TextSide:
+        """Only the tokenizer(s) and text encoder(s) of a pipeline folder or hub id (no UNet, no VAE)."""
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+        kind = pipeline_kind(model)
+        parts = [("tokenizer", "text_encoder", CLIPTextModel)]
+        if kind == "sdxl":
+            parts.append(("tokenizer_2", "text_encoder_2", CLIPTextModelWithProjection))
+        tokenizers, encoders = [], []
+        for tokenizer_folder, encoder_folder, encoder_cls in parts:
+            tokenizers.append(CLIPTokenizer.from_pretrained(model, subfolder=tokenizer_folder))
+            with _quiet_dtype_rename():
+                encoder = encoder_cls.from_pretrained(model, subfolder=encoder_folder, torch_dtype=resolve_dtype(dtype))
+            encoders.append(encoder.to(device).eval().requires_grad_(False))
+        return cls(kind, tokenizers, encoders)
+
+    @classmethod
+    def from_pipeline(cls, pipe) -> TextSide:
+        """The text side of a loaded pipeline (the very same modules)."""
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            return cls("sdxl", [pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2])
+        return cls("sd", [pipe.tokenizer], [pipe.text_encoder])
+
+    @property
+    def tokenizer(self):
+        """The first tokenizer (SDXL's two share one vocabulary and differ only in the padding token)."""
+        return self.tokenizers[0]
+
+    @property
+    def tokens(self) -> int:
+        return self.tokenizer.model_max_length
+
+    @property
+    def width(self) -> int:
+        """Width D of the context."""
+        return sum(encoder.config.hidden_size for encoder in self.encoders)
+
+    def _ids(self, tokenizer, encoder, prompts: list[str]) -> dict[str, torch.Tensor]:
+        inputs = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                           return_tensors="pt")
+        out = {"input_ids": inputs.input_ids.to(encoder.device)}
+        if self.kind == "sd" and getattr(encoder.config, "use_attention_mask", False):
+            out["attention_mask"] = inputs.attention_mask.to(encoder.device)
+        return out
+
+    @torch.no_grad()
+    def embed(self, prompts: list[str]) -> TextEmbedding:
+        if self.kind == "sd":
+            encoder = self.encoders[0]
+            return TextEmbedding(encoder(**self._ids(self.tokenizer, encoder, prompts))[0], None)
+        hidden, pooled = [], None
+        for tokenizer, encoder in zip(self.tokenizers, self.encoders, strict=True):
+            out = encoder(**self._ids(tokenizer, encoder, prompts), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled = out[0]
+        if pooled.ndim != 2:
+            raise ValueError("SDXL's second text encoder must project its pooled output (CLIPTextModelWithProjection)")
+        return TextEmbedding(torch.cat(hidden, dim=-1), pooled)
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """The context the UNet's cross-attention sees: (B, T, D)."""
+        return self.embed(prompts).context
+
+    @torch.no_grad()
+    def pooled(self, prompts: list[str]) -> torch.Tensor:
+        """SDXL's pooled embedding alone (only the second encoder runs)."""
+        if self.kind != "sdxl":
+            raise ValueError("only SDXL pipelines condition on a pooled text embedding")
+        tokenizer, encoder = self.tokenizers[-1], self.encoders[-1]
+        return encoder(**self._ids(tokenizer, encoder, prompts))[0]
 
 
 CROSS_ATTENTION_PARTS = ("to_q", "to_k", "to_v", "to_out.0")

@@ -31,6 +31,16 @@ def cross_attention_modules(unet: nn.Module) -> dict[str, nn.Module]:
     return {path: module for path, module in unet.named_modules() if getattr(module, "is_cross_attention", False)}
 
 
+# (context width, cross-attention to_k/to_v count) of the UNet families CPE knows by name.
+KNOWN_ARCHITECTURES = {(768, 32): "SD 1.x", (1024, 32): "SD 2.x", (2048, 140): "SDXL"}
+
+
+def architecture(embed_dim: int, num_layers: int) -> str:
+    """A UNet family in words, e.g. "SDXL (context 2048, 140 to_k/to_v)"; recorded in gate files."""
+    name = KNOWN_ARCHITECTURES.get((embed_dim, num_layers), "custom UNet")
+    return f"{name} (context {embed_dim}, {num_layers} to_k/to_v)"
+
+
 def _projection_sites(unet: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module]]:
     """Layer name -> (attention module, "to_k"/"to_v", current projection) for every cross-attention."""
     sites = {}
@@ -159,6 +169,10 @@ class CPENetwork(nn.Module):
     def _check_layers(self, found: dict[str, nn.Linear]) -> None:
         source = f" ({', '.join(self.resag.sources)})" if self.resag.sources else ""
         spec = self.resag.spec
+        widths = {linear.in_features for linear in found.values()}
+        if widths != {spec.embed_dim}:
+            raise ValueError(f"gates{source} fit {architecture(spec.embed_dim, len(spec.layer_dims))}, not this "
+                             f"model's {architecture(max(widths), len(found))}")
         for name, dim in spec.layer_dims.items():
             if name not in found:
                 raise ValueError(f"gate layer {name}{source} has no matching cross-attention projection in the UNet")

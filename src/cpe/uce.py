@@ -102,13 +102,12 @@ def _aligned_positions(old_ids: list[int], new_ids: list[int], length: int) -> l
 
 
 @torch.no_grad()
-def edit_contexts(tokenizer, text_encoder, pairs: Sequence[tuple[str, str]]) -> tuple[Tensor, Tensor]:
-    """Text-encoder outputs at the edited positions: of the concept prompts (n, D) and of the neutral ones (n, D)."""
-    from cpe.models import encode_prompts
-
-    old_prompts, new_prompts = [o for o, _ in pairs], [n for _, n in pairs]
-    old = encode_prompts(tokenizer, text_encoder, old_prompts)
-    new = encode_prompts(tokenizer, text_encoder, new_prompts)
+def edit_contexts(text, pairs: Sequence[tuple[str, str]]) -> tuple[Tensor, Tensor]:
+    """The UNet's context (``cpe.models.TextSide``) at the edited positions: of the concept prompts (n, D) and of
+    the neutral ones (n, D)."""
+    tokenizer = text.tokenizer
+    old = text.encode([o for o, _ in pairs])
+    new = text.encode([n for _, n in pairs])
     length = old.shape[1]
     old_rows, new_rows = [], []
     for i, (o, n) in enumerate(pairs):
@@ -122,13 +121,11 @@ def edit_contexts(tokenizer, text_encoder, pairs: Sequence[tuple[str, str]]) -> 
 
 
 @torch.no_grad()
-def preserve_contexts(tokenizer, text_encoder, prompts: Sequence[str]) -> Tensor:
-    """Every token's text-encoder output of the prompts to preserve (n * T, D)."""
-    from cpe.models import encode_prompts
-
+def preserve_contexts(text, prompts: Sequence[str]) -> Tensor:
+    """Every token's context (``cpe.models.TextSide``) of the prompts to preserve (n * T, D)."""
     if not prompts:
-        return torch.zeros(0, text_encoder.config.hidden_size)
-    out = [encode_prompts(tokenizer, text_encoder, list(prompts[i : i + 64])) for i in range(0, len(prompts), 64)]
+        return torch.zeros(0, text.width)
+    out = [text.encode(list(prompts[i : i + 64])) for i in range(0, len(prompts), 64)]
     return torch.cat(out).flatten(0, 1).float()
 
 
@@ -156,7 +153,7 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
     template with each general word and each candidate that is not erased (CPE's anchors, all of them).
     """
     from cpe.anchors import templated_pool
-    from cpe.models import load_cross_attention_weights, load_text_encoder, load_tokenizer
+    from cpe.models import TextSide, load_cross_attention_weights
     from cpe.network import layer_name
     from cpe.prompts import erase_pairs, load_concepts, unique
     from cpe.training import concept_range, read_prompt_lists
@@ -171,10 +168,9 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
     pairs = [pair for c in concepts for pair in erase_pairs(c, side.templates, p.placeholder)]
     keep = [w for w in unique(side.general_words + side.candidates) if w.lower() not in erased]
     preserve = unique(templated_pool(keep, side.templates, p.placeholder) + side.sentences)
-    tokenizer = load_tokenizer(cfg.model.path)
-    text_encoder = load_text_encoder(cfg.model.path, device=device)
-    old, new = edit_contexts(tokenizer, text_encoder, pairs)
-    kept = preserve_contexts(tokenizer, text_encoder, preserve)
+    text = TextSide.load(cfg.model.path, device=device)
+    old, new = edit_contexts(text, pairs)
+    kept = preserve_contexts(text, preserve)
     attention = load_cross_attention_weights(cfg.model.path, device=device)
     projections = {layer_name(f"{path}.{part}"): w[part] for path, w in attention.items() for part in ("to_k", "to_v")}
     deltas = compute_deltas(projections, old, new, kept, settings)

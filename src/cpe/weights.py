@@ -2,8 +2,9 @@
 
 Our format (``format = cpe-resag``): tensors ``gate.w_query``, ``gate.w_key``, ``gate.vector`` and, per
 layer, ``<layer>.down`` / ``<layer>.up``, each with a concept axis of size 1; metadata holds the
-concept, its neutral, the base model, r, k, α, the gate's key mode, the residual family (``gate``:
-``attention`` or ``none``; a file without the key, written before the key existed, is ``attention``),
+concept, its neutral, the base model and its architecture (``cpe.network.architecture``), r, k, α, the
+gate's key mode, the residual family (``gate``: ``attention`` or ``none``; a file without the key, written
+before the key existed, is ``attention``),
 the format version and the training config as JSON. Files of gate ``none`` keep the (unused, untrained)
 gate tensors, so both families share one layout.
 
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from cpe.io_utils import atomic_write, file_sha256
 from cpe.names import printable
+from cpe.network import architecture
 from cpe.resag import GATES, ResAG, ResAGSpec
 
 FORMAT_NAME = "cpe-resag"
@@ -100,6 +102,7 @@ def save_gate_file(
         "concept": concept,
         "neutral": neutral,
         "base_model": base_model,
+        "base_architecture": architecture(spec.embed_dim, len(spec.layer_dims)),
         "embed_dim": str(spec.embed_dim),
         "gate_rank": str(spec.gate_rank),
         "lora_rank": str(spec.lora_rank),

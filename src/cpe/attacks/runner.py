@@ -209,13 +209,17 @@ def load_inputs(cfg: AttackConfig, model: str, erasers=(), uce: str | Path | Non
     """
     from cpe.gen_config import load_gen_config
     from cpe.generation import GenerationPipeline
-    from cpe.models import load_text_encoder, load_tokenizer, resolve_device
+    from cpe.models import TextSide as PipelineText
+    from cpe.models import resolve_device
 
     config_dir = data_dir or (str(cfg.path(cfg.data_dir)) if cfg.data_dir else None)
     gen_cfg = load_gen_config(cfg.path(cfg.gen_config), {"data_dir": config_dir})
     rows = attack_rows(cfg, gen_cfg)
     if cfg.attack == "ringabell":
-        text = TextSide(load_tokenizer(model), load_text_encoder(model, device=resolve_device(device)))
+        side = PipelineText.load(model, device=resolve_device(device))
+        if side.kind != "sd":
+            raise ValueError(f"{model}: the attacks support SD 1.x / 2.x pipelines (one text encoder), not {side.kind}")
+        text = TextSide(side.tokenizer, side.encoders[0])
         return gen_cfg, rows, text, None
     victim = Victim(GenerationPipeline(gen_cfg, model, erasers, device=resolve_device(device), uce=uce))
     return gen_cfg, rows, victim.text, victim

@@ -14,14 +14,7 @@ from cpe.anchors import EmbeddingStore, most_similar, templated_pool
 from cpe.config import TrainConfig
 from cpe.embedding_cache import EmbeddingCache, encode_all
 from cpe.losses import KVLoss, lipschitz_weights
-from cpe.models import (
-    component_files,
-    encode_prompts,
-    load_cross_attention_weights,
-    load_text_encoder,
-    load_tokenizer,
-    resolve_dtype,
-)
+from cpe.models import TextSide, component_files, load_cross_attention_weights, resolve_dtype
 from cpe.network import layer_name
 from cpe.prompts import Concept, erase_pairs, load_templates, misaligned_pairs, read_csv_column, unique
 from cpe.resag import ResAGSpec
@@ -36,23 +29,26 @@ def concept_seed(train_seed: int, target: str) -> int:
 
 @dataclass
 class FrozenModel:
-    """Tokenizer + text encoder, the cross-attention weights as losses need them, the ResAG spec, and the on-disk
-    cache of the encoder's outputs (``None`` = off)."""
+    """The text side (tokenizer(s) + encoder(s)), the cross-attention weights as losses need them, the ResAG spec,
+    and the on-disk cache of the encoder's outputs (``None`` = off)."""
 
-    tokenizer: object
-    text_encoder: torch.nn.Module
+    text: TextSide
     kv: KVLoss
     spec: ResAGSpec
     device: torch.device
     cache: EmbeddingCache | None = None
 
     @property
-    def tokens(self) -> int:
-        return self.tokenizer.model_max_length
+    def tokenizer(self):
+        return self.text.tokenizer
 
-    @torch.no_grad()
+    @property
+    def tokens(self) -> int:
+        return self.text.tokens
+
     def encode(self, prompts: list[str]) -> Tensor:
-        return encode_prompts(self.tokenizer, self.text_encoder, prompts).float()
+        """The context the UNet's cross-attention sees (SDXL: both encoders' penultimate states), in fp32."""
+        return self.text.encode(prompts).float()
 
     def encode_many(self, prompts: list[str], desc: str, dtype: torch.dtype = torch.float32) -> Tensor:
         """``encode`` of many prompts (CPU, ``dtype``), from the cache where present, with a progress bar."""
@@ -62,12 +58,12 @@ class FrozenModel:
 def encoder_identity(cfg: TrainConfig, device: torch.device) -> dict:
     """Everything the text encoder's outputs depend on: its files, dtype, device type and the library versions."""
     return {
-        "components": component_files(cfg.model.path, ("text_encoder", "tokenizer")),
+        "components": component_files(cfg.model.path, ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")),
         "dtype": str(resolve_dtype(cfg.model.dtype)),
         "device": device.type,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "output": "last hidden state, padded to the tokenizer's max length (cpe.models.encode_prompts)",
+        "output": "the UNet's context as the pipeline's encode_prompt makes it (cpe.models.TextSide)",
     }
 
 
@@ -82,22 +78,24 @@ def embedding_cache(cfg: TrainConfig, device: torch.device) -> EmbeddingCache | 
 
 def load_frozen(cfg: TrainConfig, device: torch.device) -> FrozenModel:
     """Text side and cross-attention weights only; the UNet itself is never built (method.md §2.1)."""
-    dtype = resolve_dtype(cfg.model.dtype)
-    tokenizer = load_tokenizer(cfg.model.path)
-    text_encoder = load_text_encoder(cfg.model.path, device=device, dtype=dtype)
+    text = TextSide.load(cfg.model.path, device=device, dtype=resolve_dtype(cfg.model.dtype))
     attention = load_cross_attention_weights(cfg.model.path, device=device, dtype=torch.float32)
     projections = {
         layer_name(f"{path}.{part}"): weights[part] for path, weights in attention.items() for part in ("to_k", "to_v")
     }
-    kv = KVLoss(projections, lipschitz_weights(attention, tokenizer.model_max_length), tokenizer.model_max_length)
+    embed_dim = next(iter(projections.values())).shape[1]
+    if text.width != embed_dim:
+        raise ValueError(f"{cfg.model.path}: the text encoder(s) give a {text.width}-wide context but the UNet's "
+                         f"cross-attention takes {embed_dim}")
+    kv = KVLoss(projections, lipschitz_weights(attention, text.tokens), text.tokens)
     net = cfg.network
     spec = ResAGSpec(
-        embed_dim=next(iter(projections.values())).shape[1],
+        embed_dim=embed_dim,
         layer_dims={name: w.shape[0] for name, w in projections.items()},
         gate_rank=net.gate_rank, lora_rank=net.lora_rank, alpha=net.alpha, key_mode=net.key_mode,
         gate=net.gate,
     )
-    return FrozenModel(tokenizer, text_encoder, kv, spec, device, embedding_cache(cfg, device))
+    return FrozenModel(text, kv, spec, device, embedding_cache(cfg, device))
 
 
 
