@@ -253,8 +253,9 @@ class TextSide:
             parts.append(("tokenizer_2", "text_encoder_2", CLIPTextModelWithProjection))
         tokenizers, encoders = [], []
         for tokenizer_folder, encoder_folder, encoder_cls in parts:
-            tokenizers.append(CLIPTokenizer.from_pretrained(model, subfolder=tokenizer_folder))
-            with _quiet_dtype_rename():
+            with _loading(model, tokenizer_folder.replace("_", " ")):
+                tokenizers.append(CLIPTokenizer.from_pretrained(model, subfolder=tokenizer_folder))
+            with _quiet_dtype_rename(), _loading(model, encoder_folder.replace("_", " ")):
                 encoder = encoder_cls.from_pretrained(model, subfolder=encoder_folder, torch_dtype=resolve_dtype(dtype))
             encoders.append(encoder.to(device).eval().requires_grad_(False))
         return cls(kind, tokenizers, encoders)
