@@ -633,3 +633,13 @@ def test_7_full_disk_while_training_is_one_line_and_leaves_no_partial_file(tiny_
     folder = tmp_path / "cfg" / "out" / "exp" / "adam_driver"
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
     assert not (folder / "cpe_last.safetensors").exists()
+
+
+def test_6_a_setting_newer_than_a_folder_counts_as_its_default():
+    from cpe.gen_folder import describe_difference
+
+    folder = {"model": "m", "erasers": [], "image_settings": {"width": 8}}  # written before "pooled" existed
+    same = {"model": "m", "erasers": [], "image_settings": {"width": 8, "pooled": "keep"}}
+    assert describe_difference(folder, same) is None
+    changed = {"model": "m", "erasers": [], "image_settings": {"width": 8, "pooled": "neutral"}}
+    assert describe_difference(folder, changed) == "pooled: folder None, this run 'neutral'"

@@ -8,7 +8,7 @@ cannot ship live there; ``scripts/prepare_data.py`` builds them).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +58,11 @@ class GenerationConfig(Section):
     def resolved_prompt_path(self) -> Path:
         path = Path(self.prompt_path).expanduser()
         return path if path.is_absolute() else Path(self.data_dir).expanduser() / path
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default value (a config built without arguments is invalid: it names no prompt CSV)."""
+        return {f.name: f.default for f in fields(cls)}
 
     def image_settings(self) -> dict[str, Any]:
         """The values that shape every image; recorded in each manifest record."""

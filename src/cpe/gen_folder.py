@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from cpe.gen_config import GenerationConfig
 from cpe.io_utils import atomic_write_text
 
 SETTINGS_NAME = "generation_settings.json"
@@ -72,8 +73,10 @@ def describe_difference(old: dict, new: dict) -> str | None:
     if [e.get("sha256") for e in old.get("erasers", [])] != [e["sha256"] for e in new["erasers"]]:
         return f"erasers: folder {_erasers(old.get('erasers', []))}, this run {_erasers(new['erasers'])}"
     a, b = old.get("image_settings", {}), new["image_settings"]
+    defaults = GenerationConfig.defaults()
     for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
+        # a setting the folder's record lacks (added to the config later) counts as its default value
+        if a.get(key, defaults.get(key)) != b.get(key):
             return f"{key}: folder {a.get(key)!r}, this run {b.get(key)!r}"
     return None
 
