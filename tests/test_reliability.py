@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from train_support import small_config
+from train_support import interrupted_in_stage_two, small_config
 
 import train_cpe
 from cpe import training
@@ -225,19 +225,10 @@ def test_2_an_interrupted_overwrite_continues_with_resume_and_swaps_only_when_co
     config, experiment = copy_trained(trained, tmp_path / "cfg", tiny_pipeline_dir, **two_stages)
     cfg = load_train_config(config)
     old = snapshot(experiment)
-    real_erase = training.BatchTrainer._erase
-
-    def killed_in_stage_two(self, stage, logger):
-        if stage == 1:
-            raise KeyboardInterrupt
-        real_erase(self, stage, logger)
-
-    monkeypatch.setattr(training.BatchTrainer, "_erase", killed_in_stage_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_stage_two(monkeypatch), pytest.raises(KeyboardInterrupt):
         training.train(cfg, overwrite=True)
     assert {k: v for k, v in snapshot(experiment).items() if k.startswith("adam_driver/")} == old
     assert (experiment / ".adam_driver.cpe-new" / training.CHECKPOINT).is_file()
-    monkeypatch.setattr(training.BatchTrainer, "_erase", real_erase)
     training.train(cfg, resume=True)  # continues the staged run from its stage-1 checkpoint, then swaps
     assert sorted(p.name for p in experiment.iterdir()) == ["adam_driver"]
     resumed = read_gate_file(experiment / "adam_driver" / "cpe_last.safetensors")[0]

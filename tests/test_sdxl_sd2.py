@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from train_support import small_config
+from train_support import interrupted_in_stage_two, small_config
 
 from cpe import training
 from cpe.config import load_train_config
@@ -101,17 +101,8 @@ def test_training_runs_resumes_and_records_the_architecture(kind, model_dir, tra
     assert tensors["w_query"].abs().sum() > 0 and any(t.abs().sum() > 0 for k, t in tensors.items() if ".up" in k)
 
     cfg = load_train_config(small_config(tmp_path, model_dir, **SHORT))
-    real_erase = training.BatchTrainer._erase
-
-    def killed_in_stage_two(self, stage, logger):
-        if stage == 1:
-            raise KeyboardInterrupt
-        real_erase(self, stage, logger)
-
-    monkeypatch.setattr(training.BatchTrainer, "_erase", killed_in_stage_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_stage_two(monkeypatch), pytest.raises(KeyboardInterrupt):
         training.train(cfg, 0, 1)
-    monkeypatch.setattr(training.BatchTrainer, "_erase", real_erase)
     resumed = training.train(cfg, 0, 1, resume=True).trained[0]
     again, _ = read_gate_file(resumed)
     assert again.keys() == tensors.keys() and all(torch.equal(again[k], tensors[k]) for k in tensors)

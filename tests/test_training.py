@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_support import small_config
+from train_support import interrupted_in_stage_two, small_config
 
 from cpe import training
 from cpe.config import load_train_config
@@ -95,17 +95,8 @@ def test_training_lowers_the_erase_loss_tenfold_while_anchors_barely_move(tiny8,
 
 def test_resume_after_an_interruption_between_stages_gives_identical_weights(alone, tiny8, tmp_path, monkeypatch):
     cfg = load_train_config(small_config(tmp_path, tiny8, **SHORT))
-    real_erase = training.BatchTrainer._erase
-
-    def killed_in_stage_two(self, stage, logger):
-        if stage == 1:
-            raise KeyboardInterrupt
-        real_erase(self, stage, logger)
-
-    monkeypatch.setattr(training.BatchTrainer, "_erase", killed_in_stage_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_stage_two(monkeypatch), pytest.raises(KeyboardInterrupt):
         training.train(cfg, 0, 1)
-    monkeypatch.setattr(training.BatchTrainer, "_erase", real_erase)
     folder = cfg.output_dir() / "adam_driver"
     assert torch.load(folder / training.CHECKPOINT, weights_only=True)["stages_done"] == 1
     with pytest.raises(training.TrainingError, match="unfinished run; pass --resume"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -32,3 +33,23 @@ def small_config(folder: Path, model: Path, concepts=("adam driver", "emma stone
     path = folder / "train.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+@contextmanager
+def interrupted_in_stage_two(monkeypatch):
+    """Within the block, training stops with KeyboardInterrupt when stage 2's erase phase starts (a kill between
+    stages, after stage 1's checkpoint); the real stage loop is back afterwards."""
+    from cpe import training
+
+    real_erase = training.BatchTrainer._erase
+
+    def killed_in_stage_two(self, stage, logger):
+        if stage == 1:
+            raise KeyboardInterrupt
+        real_erase(self, stage, logger)
+
+    monkeypatch.setattr(training.BatchTrainer, "_erase", killed_in_stage_two)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(training.BatchTrainer, "_erase", real_erase)

@@ -337,8 +337,9 @@ class TrainConfig(Section):
         return dataclasses.asdict(self)
 
 
-def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a training YAML, apply ``key.path=value`` overrides, validate everything."""
+def load_config_file(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
+    """Read a YAML config of dataclass ``cls`` (a ``source`` field records the file), apply ``key.path=value``
+    overrides, validate everything."""
     data = read_yaml(path)
     if data is None:
         data = {}
@@ -346,6 +347,11 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = apply_overrides(data, overrides or [])
     data.pop("source", None)
-    cfg = build_dataclass(TrainConfig, data, str(path))
+    cfg = build_dataclass(cls, data, str(path))
     cfg.source = str(Path(path).resolve())
     return cfg
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training YAML, apply ``key.path=value`` overrides, validate everything."""
+    return load_config_file(TrainConfig, path, overrides)

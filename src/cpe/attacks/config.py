@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpe.config import ConfigError, Section, apply_overrides, build_dataclass, read_yaml, resolve_path
+from cpe.config import ConfigError, Section, load_config_file, resolve_path
 
 ATTACKS = ("soft", "discrete", "ringabell")
 
@@ -106,14 +106,6 @@ def _check(cfg: AttackConfig, where: str) -> None:
 def load_attack_config(path: str | Path, overrides: list[str] | None = None) -> AttackConfig:
     """Read an attack YAML, apply ``key.path=value`` overrides, validate everything (types and choices by
     ``cpe.config.Section``, as every config of the project; the rules across keys by ``_check``)."""
-    data = read_yaml(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    data = apply_overrides(data, overrides or [])
-    data.pop("source", None)
-    cfg = build_dataclass(AttackConfig, data, str(path))
-    cfg.source = str(Path(path).resolve())
+    cfg = load_config_file(AttackConfig, path, overrides)
     _check(cfg, str(path))
     return cfg
