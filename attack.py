@@ -17,6 +17,7 @@ import sys
 
 import torch
 
+from cpe.io_utils import error_line
 from cpe.models import DEFAULT_MODEL
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_attack(cfg, gen_cfg, rows, text, victim)
         files = write_attack(run, args.out, csv_name(gen_cfg), overwrite=args.overwrite)
     except (ConfigError, OSError, ValueError) as e:  # OSError: missing files, a hub model that cannot be fetched
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps({"files": {k: str(v) for k, v in files.items()}, "budget": run.manifest["budget"]}))
     return 0

@@ -252,3 +252,19 @@ def error_line(error: BaseException) -> str:
         text = str(error) or type(error).__name__
     lines = text.strip().splitlines() or [type(error).__name__]
     return lines[0] if len(lines) == 1 else f"{lines[0]} (...)"
+
+
+def read_safetensors(path: str | Path, error: type[Exception], what: str) -> tuple[dict, dict[str, str]]:
+    """A safetensors file's tensors and metadata; a missing or damaged file is ``error`` naming ``what`` and path."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as e:  # safetensors raises several error types for damaged files
+        raise error(f"{path}: not a readable safetensors {what} ({type(e).__name__}: {printable(e)})") from None
+    return tensors, metadata

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -202,17 +201,10 @@ def save_uce(edit: UCEEdit, path: str | Path, overwrite: bool = False) -> Path:
 
 
 def read_uce(path: str | Path) -> UCEEdit:
-    from cpe.weights import file_sha256
+    from cpe.io_utils import file_sha256, read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise UCEFileError(f"UCE file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as e:  # safetensors raises several error types for damaged files
-        raise UCEFileError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    tensors, meta = read_safetensors(path, UCEFileError, "UCE file")
     if meta.get("format") != FORMAT_NAME:
         raise UCEFileError(f"{path}: not a UCE file (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
     if meta.get("format_version") != FORMAT_VERSION:

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from cpe.io_utils import atomic_write, file_sha256
+from cpe.io_utils import atomic_write, file_sha256, read_safetensors
 from cpe.names import printable
 from cpe.network import architecture
 from cpe.resag import GATES, ResAG, ResAGSpec
@@ -115,16 +115,7 @@ def save_gate_file(
 
 
 def _open(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise GateFileError(f"gate file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as e:  # safetensors raises several error types for damaged files
-        raise GateFileError(f"{path}: not a readable safetensors gate file "
-                            f"({type(e).__name__}: {printable(e)})") from None
-    return tensors, metadata
+    return read_safetensors(path, GateFileError, "gate file")
 
 
 def _gate_of(path: Path, meta: dict[str, str]) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cpe.attacks.runner import EMBEDDINGS, MANIFEST
+from cpe.io_utils import error_line
 from cpe.prompt_csv import PromptRow, read_prompt_csv
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_attack(args.attack_dir, args.model, args.erasers, args.uce, args.device)
     except (OSError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     text = json.dumps(result)
     if args.json:
