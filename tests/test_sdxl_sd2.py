@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,7 @@ from cpe import training
 from cpe.config import load_train_config
 from cpe.gen_config import GenerationConfig, load_gen_config
 from cpe.generation import GenerationPipeline, run_generation
+from cpe.manifest import read_manifest
 from cpe.model_zoo import build_tiny_pipeline, sd14_unet, sdxl_unet
 from cpe.models import TextSide, load_pipeline, load_unet
 from cpe.network import CPENetwork, spec_for_unet
@@ -23,7 +28,8 @@ from cpe.prompt_csv import read_prompt_csv
 from cpe.resag import ResAG
 from cpe.weights import load_erasers, read_gate_file, save_gate_file
 
-PROMPTS = Path(__file__).parent / "fixtures" / "gen_prompts.csv"  # 6 rows; row 3 has an empty prompt
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = REPO / "tests" / "fixtures" / "gen_prompts.csv"  # 6 rows; row 3 has an empty prompt
 TARGET_ROWS = (0, 1)  # the "Adam Driver" prompts
 # Two stages with adversarial phases; a high rate and a soft anchor term so 90 erase steps visibly erase.
 SHORT = {
@@ -137,6 +143,29 @@ def test_zero_erasers_are_bit_identical_and_trained_ones_change_targets(kind, mo
     assert target > 1.0 and max(c for row, c in change.items() if row not in TARGET_ROWS) < target / 4, change
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sdxl"], scope="module")
+def test_two_sdxl_processes_with_an_eraser_and_neutral_pooling_make_what_one_makes(kind, model_dir, trained, tmp_path):
+    config = tmp_path / "erased.yaml"
+    config.write_text("width: 16\nheight: 16\nnum_inference_steps: 2\nbatch_size: 2\npooled: neutral\n"
+                      "pooled_threshold: 0.05\n" f"prompt_path: {PROMPTS.name}\n")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "generate.py"),
+               "--config", str(config), "--model", str(model_dir), "--data_dir", str(PROMPTS.parent),
+               "--save_root", str(tmp_path / "two"), "--erasers", str(trained)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two_dir = next((tmp_path / "two").glob("*/erased"))
+    cfg = load_gen_config(config, {"data_dir": str(PROMPTS.parent), "save_root": str(tmp_path / "one")})
+    one_dir = run_generation(cfg, str(model_dir), [trained], device="cpu").out_dir
+    two, one = pixels(two_dir), pixels(one_dir)
+    assert len(one) == 5 and list(two) == list(one) and all(np.array_equal(two[n], one[n]) for n in one)
+    strip = [{k: v for k, v in r.items() if k != "config"} for r in read_manifest(two_dir)]
+    assert strip == [{k: v for k, v in r.items() if k != "config"} for r in read_manifest(one_dir)]
+    assert '"processes": 2' in (two_dir / "generation_log.jsonl").read_text()
+
+
 def test_neutral_pooled_embedding_is_that_of_the_prompt_with_the_concept_replaced(kind, model_dir, plain, tmp_path):
     """Threshold 0.4 < σ(0): the zero ResAG fires on every token but adds no residual."""
     zero = zero_gates(model_dir, tmp_path)
@@ -180,15 +209,20 @@ def test_gate_files_of_sd14_and_sdxl_do_not_load_into_each_other(tmp_path):
         assert str(error.value) == f"gates ({path}) fit {labels[source]}, not this model's {labels[target]}"
 
 
-def test_sdxl_configs_load_and_keep_the_sd14_protocol_at_1024_pixels():
-    configs = Path(__file__).resolve().parents[1] / "configs" / "celebs"
+@pytest.mark.parametrize("domain", ["celebs", "artists", "explicit"])
+def test_sdxl_configs_load_and_keep_the_sd14_protocol_at_1024_pixels(domain):
+    configs = Path(__file__).resolve().parents[1] / "configs" / domain
     cfg = load_train_config(configs / "train_sdxl.yaml")
     base = load_train_config(configs / "train.yaml")
     assert cfg.model.path == "stabilityai/stable-diffusion-xl-base-1.0" and cfg.output_dir() != base.output_dir()
-    assert (cfg.network, cfg.train, cfg.anchors.top_k) == (base.network, base.train, base.anchors.top_k)
+    as_sd14 = replace(cfg, model=replace(cfg.model, path=base.model.path), save=replace(cfg.save, root=base.save.root),
+                     source=base.source)
+    assert as_sd14 == base  # every other setting is the SD v1.4 protocol's
     for path in sorted((configs / "gen_sdxl").glob("*.yaml")):
         sdxl, sd14 = load_gen_config(path), load_gen_config(configs / "gen" / path.name)
         assert (sdxl.width, sdxl.height, sdxl.pooled) == (1024, 1024, "keep"), path
-        same = ("prompt_path", "subset", "negative_prompt", "guidance_scale", "num_inference_steps", "gate_rank")
+        assert sdxl.save_root == f"{sd14.save_root}_sdxl", path
+        same = ("prompt_path", "subset", "negative_prompt", "guidance_scale", "num_inference_steps", "gate_rank",
+                "unconditional_prompt", "generate_num", "data_dir")
         assert all(getattr(sdxl, key) == getattr(sd14, key) for key in same), path
     assert len(list((configs / "gen_sdxl").glob("*.yaml"))) == len(list((configs / "gen").glob("*.yaml")))
