@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from cpe.io_utils import atomic_write_text
-from cpe.toy.experiments import generate_subsets
+from cpe.toy.experiments import generate_subsets, train_eraser
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -84,25 +84,6 @@ class KVProbe:
         return {"kv_erase": self._distance(self.goal, on_target),
                 "kv_erase_before": self._distance(self.goal, None),
                 "kv_anchor_change": self._distance(torch.zeros_like(self.anchors), on_anchors)}
-
-
-def train_run(kind: str, index: int, root: Path, overrides: list[str], reuse: bool):
-    """Train one eraser from the toy config plus ``overrides``.
-
-    Returns the config, the concept, its gate file and the training seconds (None: an existing eraser reused).
-    """
-    from cpe.config import load_train_config
-    from cpe.prompts import load_concepts
-    from cpe.toy import TOY_MODEL_DIR
-    from cpe.training import ConceptPaths, train
-
-    cfg = load_train_config(REPO / "configs" / "toy" / f"train_{kind}.yaml",
-                            [f"save.root={root}", f"model.path={TOY_MODEL_DIR}", *overrides])
-    summary = train(cfg, index, index + 1, overwrite=not reuse)
-    p = cfg.prompts
-    concept = load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance)[index]
-    path = ConceptPaths(cfg.output_dir() / concept.folder, cfg.save.name).last
-    return cfg, concept, path, summary.seconds if summary.trained else None
 
 
 def numeric_columns(row: dict) -> dict[str, float]:
@@ -189,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             run_name = f"{name}_seed{seed}"
             overrides = [*VARIANTS[name], f"train.seed={seed}", *args.set]
-            cfg, concept, path, seconds = train_run(kind, concepts.index(args.target), out / "erasers" / run_name,
-                                                    overrides, args.reuse)
+            cfg, concept, path, seconds = train_eraser(kind, concepts.index(args.target),
+                                                          out / "erasers" / run_name, overrides, args.reuse)
             probe = probe or KVProbe(cfg, concept)  # prompts and anchors are the same for every run
             if not args.reuse:
                 shutil.rmtree(out / "images" / run_name, ignore_errors=True)  # images of an older eraser

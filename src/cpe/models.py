@@ -289,8 +289,13 @@ class TextSide:
             out["attention_mask"] = inputs.attention_mask.to(encoder.device)
         return out
 
-    @torch.no_grad()
-    def embed(self, prompts: list[str]) -> TextEmbedding:
+    def embed(self, prompts: list[str], grad: bool = False) -> TextEmbedding:
+        """The prompts' context (and SDXL's pooled embedding); ``grad=True`` keeps the autograd graph (the toy
+        builder trains the encoders through this very function)."""
+        with torch.enable_grad() if grad else torch.no_grad():
+            return self._embed(prompts)
+
+    def _embed(self, prompts: list[str]) -> TextEmbedding:
         if self.kind == "sd":
             encoder = self.encoders[0]
             return TextEmbedding(encoder(**self._ids(self.tokenizer, encoder, prompts))[0], None)

@@ -51,19 +51,47 @@ def test_builder_cli_rejects_non_positive_steps(tmp_path):
         main(["--out", str(tmp_path), "--unet-steps", "0"])
 
 
-def test_denoiser_training_resumed_from_its_checkpoint_gives_identical_weights(tmp_path):
-    from cpe.models import clip_tokenizer_from_assets
+@pytest.mark.parametrize("kind", ["sd", "sdxl"])
+def test_denoiser_training_resumed_from_its_checkpoint_gives_identical_weights(tmp_path, kind):
     from cpe.toy.build import _Checkpoints, train_denoiser
 
-    tokenizer = clip_tokenizer_from_assets(model_max_length=TINY.max_length)
+    cfg = BuildConfig.for_kind(kind, **{k: v for k, v in TINY.__dict__.items() if k not in ("kind", "text_width")})
     latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     colours, shapes = ["red", "blue"] * 4, ["circle", "cross"] * 4
-    ckpt = _Checkpoints(tmp_path, TINY)
-    straight, _ = train_denoiser(latents, colours, shapes, tokenizer, TINY, ckpt)  # leaves its step-1 checkpoint
+    ckpt = _Checkpoints(tmp_path, cfg)
+    straight, text = train_denoiser(latents, colours, shapes, cfg, ckpt)  # leaves its step-1 checkpoint
     assert ckpt.path("denoiser").is_file()
-    resumed, _ = train_denoiser(latents, colours, shapes, tokenizer, TINY, ckpt)  # starts again from step 1
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
-    other = BuildConfig(**{**TINY.__dict__, "seed": 1})
+    resumed, text_resumed = train_denoiser(latents, colours, shapes, cfg, ckpt)  # starts again from step 1
+    assert len(text.encoders) == (2 if kind == "sdxl" else 1)
+    modules = [(straight, resumed), *zip(text.encoders, text_resumed.encoders, strict=True)]
+    for one, other in modules:
+        for (name, a), b in zip(one.state_dict().items(), other.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    other = BuildConfig(**{**cfg.__dict__, "seed": 1})
     with pytest.raises(ValueError, match="another configuration"):
-        train_denoiser(latents, colours, shapes, tokenizer, other, _Checkpoints(tmp_path, other))
+        train_denoiser(latents, colours, shapes, other, _Checkpoints(tmp_path, other))
+
+
+def test_sdxl_kind_builds_an_sdxl_pipeline_reusing_the_toy_vae_and_classifier(tmp_path):
+    from safetensors.torch import load_file
+
+    from cpe.models import TextSide
+    from cpe.toy import TOY_ASSETS, TOY_MODEL_DIR
+
+    cfg = BuildConfig.for_kind("sdxl", reuse_from=str(TOY_ASSETS), unet_steps=1, dataset_size=8, batch_size=4)
+    pipe = load_pipeline(str(build(tmp_path, cfg)))
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline" and pipe.config.force_zeros_for_empty_prompt is False
+    assert pipe.tokenizer_2.pad_token == "!" and TextSide.from_pipeline(pipe).width == 64
+    assert pipe.unet.config.addition_embed_type == "text_time"
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    shipped, built = load_file(TOY_MODEL_DIR / vae), load_file(tmp_path / PIPELINE_DIR / vae)
+    assert all(torch.equal(shipped[k], built[k]) for k in shipped)
+    assert (tmp_path / CLASSIFIER_FILE).read_bytes() == (TOY_ASSETS / CLASSIFIER_FILE).read_bytes()
+    assert sample_images(pipe, ["a red circle"], [0], steps=2).shape == (1, 32, 32, 3)
+
+
+def test_builder_rejects_an_unknown_kind_and_a_folder_that_is_no_toy_build(tmp_path):
+    with pytest.raises(ValueError, match="unknown toy model kind 'sd3'"):
+        build(tmp_path, BuildConfig(kind="sd3"))
+    with pytest.raises(FileNotFoundError, match="not a toy build"):
+        build(tmp_path / "out", BuildConfig.for_kind("sdxl", reuse_from=str(tmp_path), dataset_size=4))
