@@ -65,11 +65,11 @@ def make_vae():
     )
 
 
-def make_unet(cross_attention_dim: int):
+def make_unet(cross_attention_dim: int, block_out_channels: tuple[int, ...] = (32, 64, 64)):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[32, 64, 64],
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=list(block_out_channels),
         down_block_types=["CrossAttnDownBlock2D"] * 3, up_block_types=["CrossAttnUpBlock2D"] * 3,
         cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=16,
     )
@@ -181,14 +181,18 @@ def encode_latents(vae, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
 
 
 def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str], tokenizer, cfg: BuildConfig,
-                   ckpt: _Checkpoints):
-    """UNet and text encoder trained jointly on epsilon prediction (DDPM add_noise), with EMA weights."""
+                   ckpt: _Checkpoints, captioner=None, unet_channels: tuple[int, ...] = (32, 64, 64)):
+    """UNet and text encoder trained jointly on epsilon prediction (DDPM add_noise), with EMA weights.
+
+    ``captioner(i, rng)`` draws a caption for training image ``i`` (default: the colour-shape world's
+    ``sample_caption``; another world, e.g. ``cpe.toy.gallery``, passes its own and ignores colours/shapes).
+    """
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(cfg.seed + 2)
     text_encoder = make_text_encoder(tokenizer, cfg)
-    unet = make_unet(cfg.text_width)
+    unet = make_unet(cfg.text_width, unet_channels)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4, foreach=True)
     noise_scheduler = DDPMScheduler(**NOISE_SCHEDULE)
@@ -196,8 +200,14 @@ def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str],
     schedule = _cosine(optimiser, cfg.warmup_steps, cfg.unet_steps)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
     rng = np.random.default_rng(cfg.seed + 4)
-    ids = {c: tokenizer(c, padding="max_length", max_length=cfg.max_length, truncation=True,
-                        return_tensors="pt").input_ids[0] for c in all_captions()}
+    def token_ids(text: str) -> torch.Tensor:
+        return tokenizer(text, padding="max_length", max_length=cfg.max_length, truncation=True,
+                         return_tensors="pt").input_ids[0]
+
+    ids = {c: token_ids(c) for c in all_captions()} if captioner is None else {}
+    if captioner is None:
+        def captioner(i, rng):
+            return sample_caption(colours[i], shapes[i], rng)
     start = 0
     state = ckpt.load("denoiser")
     if state is not None:
@@ -214,7 +224,8 @@ def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str],
     bar = tqdm(range(start, cfg.unet_steps), desc="unet+text", initial=start, total=cfg.unet_steps, mininterval=10)
     for step in bar:
         idx = torch.randint(len(latents), (cfg.batch_size,), generator=generator)
-        tokens = torch.stack([ids[sample_caption(colours[i], shapes[i], rng)] for i in idx.tolist()])
+        captions = [captioner(i, rng) for i in idx.tolist()]
+        tokens = torch.stack([ids[c] if c in ids else ids.setdefault(c, token_ids(c)) for c in captions])
         clean = latents[idx]
         noise = torch.randn(clean.shape, generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
