@@ -31,7 +31,7 @@ from cpe.toy.gallery.scene import render_dataset
 
 @dataclass
 class GalleryBuildConfig(toy_build.BuildConfig):
-    vae_steps: int = 1200
+    vae_steps: int = 1600
     unet_steps: int = 8000
     classifier_steps: int = 0  # rule readers: nothing to train
     dataset_size: int = 16000

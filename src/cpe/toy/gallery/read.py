@@ -34,6 +34,7 @@ SHIRT_BAND = (NECK + 0.14, 0.95)
 MIN_CORRELATION = 0.5
 MIN_CONTRAST = 0.05
 PLAIN_MAX_VALUE = 0.08
+BACKGROUND_CUTOFF = 0.5  # brighter pixels are content, whatever their colour
 
 
 def as_float_array(images) -> np.ndarray:
@@ -107,7 +108,7 @@ def read_identity(images) -> list[str | None]:
 
 
 def _background_mask(image: np.ndarray) -> np.ndarray:
-    content = coloured_mask(image) | mark_mask(image) | (image.max(axis=-1) > 0.45)
+    content = coloured_mask(image) | mark_mask(image) | (image.max(axis=-1) > BACKGROUND_CUTOFF)
     grown = content.copy()
     grown[1:] |= content[:-1]
     grown[:-1] |= content[1:]
