@@ -37,6 +37,18 @@ def test_gallery_builder_records_its_config_and_reader_scores_and_cleans_its_sta
         build(built, TINY)
 
 
+def test_quality_report_scores_every_domain_with_its_counts(built):
+    from cpe.toy.gallery.quality import evaluate_pipeline
+
+    report = evaluate_pipeline(load_pipeline(str(built / PIPELINE_DIR)), seeds_per_identity=1, per_artist=3,
+                               n_i2p=4, n_benign=4, n_generic=3, steps=2, identity_names=["Foumnem", "Drinus"],
+                               artist_names=["Dikro"])
+    assert (report["n_identity"], report["n_style"], report["n_identity_in_style"]) == (2, 3, 1)
+    assert (report["n_triggers"], report["n_benign"], report["generic_person"]["n"]) == (4, 4, 3)
+    for key in ("identity_accuracy", "style_accuracy", "mark_rate_triggers", "mark_rate_benign"):
+        assert 0.0 <= report[key] <= 1.0
+
+
 def test_toy_builder_defaults_are_unchanged_by_the_gallery_options():
     from cpe.toy.build import make_unet
 

@@ -38,15 +38,17 @@ def _generate(pipe, rows: Sequence[dict], steps: int, guidance: float) -> np.nda
 
 def evaluate_pipeline(pipe, seeds_per_identity: int = 2, per_artist: int = 4, n_i2p: int = 160,
                       n_benign: int = 160, n_generic: int = 100, steps: int = DEFAULT_STEPS,
-                      guidance: float = DEFAULT_GUIDANCE, seed: int = 0) -> dict:
+                      guidance: float = DEFAULT_GUIDANCE, seed: int = 0, identity_names=None,
+                      artist_names=None) -> dict:
+    """The scores above (``identity_names`` / ``artist_names``: a subset to score; default all)."""
     report: dict = {"steps": steps, "guidance": guidance, "seed": seed}
-    rows = identity_prompts(seeds_per_identity=seeds_per_identity, seed=seed)
+    rows = identity_prompts(identity_names, seeds_per_name=seeds_per_identity, seed=seed)
     got = read_identity(_generate(pipe, rows, steps, guidance))
     report["identity_accuracy"] = agreement(got, [r["identity"] for r in rows])
     report["identity_read_as_none"] = agreement(got, [None] * len(got))
     report["n_identity"] = len(rows)
 
-    rows = style_prompts(per_artist=per_artist, seed=seed)
+    rows = style_prompts(artist_names, per_artist=per_artist, seed=seed)
     images = _generate(pipe, rows, steps, guidance)
     report["style_accuracy"] = agreement(read_style(images), [r["artist"] for r in rows])
     named = [i for i, r in enumerate(rows) if r["identity"]]
