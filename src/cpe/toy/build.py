@@ -26,6 +26,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class BuildConfig:
     projection_dim: int = 32  # sdxl: the pooled embedding's width
     time_id_dim: int = 16  # sdxl: sinusoidal width per size id (addition_time_embed_dim)
     text_layers: int = 3
+    unet_channels: tuple[int, ...] = (32, 64, 64)  # the UNet's block_out_channels
     checkpoint_every: int = 250
     save_dtype: str = "float16"
 
@@ -108,7 +110,7 @@ def make_unet(cfg: BuildConfig):
                  "projection_class_embeddings_input_dim": 6 * cfg.time_id_dim + cfg.projection_dim,
                  "use_linear_projection": True}
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[32, 64, 64],
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=list(cfg.unet_channels),
         down_block_types=["CrossAttnDownBlock2D"] * 3, up_block_types=["CrossAttnUpBlock2D"] * 3,
         cross_attention_dim=context_width(cfg), attention_head_dim=4, norm_num_groups=16, **extra,
     )
@@ -251,9 +253,11 @@ def encode_latents(vae, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
 
 
 def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str], cfg: BuildConfig,
-                   ckpt: _Checkpoints):
+                   ckpt: _Checkpoints, captioner: Callable[[int, np.random.Generator], str] | None = None):
     """UNet and text encoder(s) trained jointly on epsilon prediction (DDPM add_noise), with EMA weights.
 
+    ``captioner(i, rng)`` draws a caption for training image ``i`` (default: the colour-shape world's
+    ``sample_caption``; another world, e.g. ``cpe.toy.gallery``, passes its own and ignores colours/shapes).
     Returns the UNet and the ``TextSide`` (tokenizers and trained encoders)."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -269,6 +273,9 @@ def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str],
     schedule = _cosine(optimiser, cfg.warmup_steps, cfg.unet_steps)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
     rng = np.random.default_rng(cfg.seed + 4)
+    if captioner is None:
+        def captioner(i: int, rng: np.random.Generator) -> str:
+            return sample_caption(colours[i], shapes[i], rng)
     start = 0
     state = ckpt.load("denoiser")
     if state is not None:
@@ -285,7 +292,7 @@ def train_denoiser(latents: torch.Tensor, colours: list[str], shapes: list[str],
     bar = tqdm(range(start, cfg.unet_steps), desc="unet+text", initial=start, total=cfg.unet_steps, mininterval=10)
     for step in bar:
         idx = torch.randint(len(latents), (cfg.batch_size,), generator=generator)
-        captions = [sample_caption(colours[i], shapes[i], rng) for i in idx.tolist()]
+        captions = [captioner(i, rng) for i in idx.tolist()]
         clean = latents[idx]
         noise = torch.randn(clean.shape, generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
