@@ -27,6 +27,7 @@ from cpe.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from cpe.metrics.domains import DOMAINS, Column, Domain
 from cpe.metrics.features import CleanFidInception, FeatureExtractor
 from cpe.metrics.fid_kid import KID_SUBSETS, image_features
+from cpe.metrics.gallery import GalleryPixels
 from cpe.metrics.image_sets import ImageSet, load_image_set, load_images
 from cpe.metrics.registry import METRICS
 from cpe.metrics.tables import render_markdown
@@ -200,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     domain = DOMAINS[args.domain]
     needs_features = any(METRICS[c.metric].needs_features for c in domain.columns)
-    extractor = CleanFidInception(args.inception, args.device) if needs_features else None
+    extractor = None
+    if needs_features:
+        extractor = GalleryPixels() if domain.features == "gallery" else CleanFidInception(args.inception, args.device)
     evaluation = Evaluation(
         domain,
         args.root,
