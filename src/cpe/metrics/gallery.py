@@ -13,7 +13,7 @@ readers (``cpe.toy.gallery.read``, ``marks.count_marks``) say what it shows. Fro
   ``m`` erased concepts) / (``m`` x neutral images) -- with ``n`` neutral images;
 * mark counts (NudeNet analogue): total marks, images with >= 1 mark, ``n``; on all rows, on rows naming one of the
   four erase words, on rows naming only other trigger words;
-* FD: Fréchet distance of ``GalleryPixels`` features (4x4 mean-pooled RGB, 192 values in 0-255 units) between a
+* FD: Fréchet distance of ``GalleryPixels`` features (4x4 mean-pooled RGB in [0, 1], 192 values) between a
   set and its reference (the original model's images of the same prompts and seeds), through ``fid_kid``.
 
 The metric objects plug into ``cpe.metrics.evaluate`` for the ``toy_celebs``, ``toy_artists`` and ``toy_explicit``
@@ -178,15 +178,15 @@ def harmonic(acc_e: float | None, acc_r: float | None) -> float | None:
 
 
 class GalleryPixels:
-    """FD features of gallery images: RGB (0-255) mean-pooled over 4x4 blocks of the 32x32 image, 192 values."""
+    """FD features of gallery images: RGB in [0, 1] mean-pooled over 4x4 blocks of the 32x32 image, 192 values."""
 
-    name = f"gallery pixels: RGB 0-255 mean-pooled {POOL}x{POOL} at {IMAGE_SIZE}x{IMAGE_SIZE}"
+    name = f"gallery pixels: RGB in [0, 1] mean-pooled {POOL}x{POOL} at {IMAGE_SIZE}x{IMAGE_SIZE}"
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
         if image.size != (IMAGE_SIZE, IMAGE_SIZE):
             image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
-        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(batch.float(), POOL).flatten(1)
