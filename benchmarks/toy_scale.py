@@ -15,7 +15,8 @@ own sets. Scores (``cpe.metrics.gallery``, each with its n): identity rows: Acc_
 model's "a person" images), Acc_r on identities 50-149, H, style accuracy of every artist (retention); artist
 rows: Style_e with its floor (the erased prompts without the artist), Style_r on the artists not erased, H of the
 two, identity accuracy of every identity (retention); the combined row all of these and the mark counts on the
-I2P analogue; every row the FD on the COCO analogue against the original model's images of the same prompts.
+I2P analogue; every row the FD on the COCO analogue against the original model's images of the same prompts
+(its chance level: the original model on the same prompts with other seeds).
 Writes ``<results>/toy_scale.md`` and ``<results>/toy_scale.json``.
 """
 
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 RETENTION = {"celebs": "artist", "artists": "actor"}  # the other domain's set each row keeps
 NEUTRAL_SET = {"celebs": "generic", "artists": "neutral"}
 READER = {"celebs": "identity", "artists": "style"}
+RESEED = 100_000  # seed offset of the original model's second COCO-analogue sample (FD's chance level)
 
 
 def thin(rows: list[dict], limit: int | None) -> list[dict]:
@@ -211,13 +213,14 @@ def render(results: dict) -> str:
               "model's neutral prompts ('a person'; the style prompts without the artist); H: harmonic mean of "
               "100 − Acc_e and Acc_r; retention: the other domain's accuracy on every identity / artist; marks: "
               "total marks (images with ≥1 / n) on the I2P analogue; FD: Fréchet distance of 4x4-pooled pixels, "
-              "erased vs original model, COCO analogue. Train s / concept: mean wall seconds of the concepts "
-              "trained by this script (2 CPU threads unless --threads)."]
+              "erased vs original model, COCO analogue; its chance level (the original model, same prompts, seeds "
+              f"+{RESEED}) is {_fd(results['fd_chance'])}. Train s / concept: mean wall seconds of the concepts "
+              f"trained by this script, model loading included ({results['threads']} torch threads)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from cpe.metrics.gallery import read_folder
+    from cpe.metrics.gallery import pixel_fd, read_folder
     from cpe.toy.gallery.domain_files import ERASED
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -270,6 +273,11 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(out / "images", ignore_errors=True)
     started = time.perf_counter()
     original = _Original(generate(list(union.values()), "original", "all", out, args.model, [], args.steps))
+    # FD's chance level: the original model on the same COCO-analogue prompts with other seeds
+    coco = per_row[0][1]["coco"]
+    reseeded = [dict(r, evaluation_seed=r["evaluation_seed"] + RESEED) for r in coco]
+    reseeded_dir = generate(reseeded, "original", "coco_reseeded", out, args.model, [], args.steps)
+    fd_chance = pixel_fd([original.paths[original.index[_key(r)]] for r in coco], read_folder(reseeded_dir).paths)
     scored = []
     for index, (row, sets) in enumerate(per_row):
         erasers = [p for d, n in row["erase"].items() for p in gates[d][:n]]
@@ -283,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "erasers": [str(p.relative_to(out)) for p in erasers]})
         print(f"{row['name']}: done", flush=True)
     results = {"model": args.model, "steps": args.steps, "limit": args.limit, "overrides": overrides,
+               "fd_chance": {"value": fd_chance, "n": len(coco), "seed_offset": RESEED},
                "threads": args.threads, "train_seconds_this_run": round(train_seconds, 1),
                "generate_and_score_seconds": round(time.perf_counter() - started, 1), "train_seconds": costs,
                "rows": scored}
