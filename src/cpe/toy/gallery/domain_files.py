@@ -7,7 +7,7 @@ templates, prompt sets), every generated file of the three config folders; ``--c
 * ``concepts.yaml``: every identity (150) / artist (32) in world order, or the 4 erase words; a domain erases a
   prefix of its list (``[0, ERASED[domain])``, the train scripts' ``END_IDX``), the scale benchmark the prefixes
   of ``SCALE_SIZES``, so every smaller set is inside every larger one and a trained eraser serves them all;
-* ``templates.csv``: the world's own caption forms with ``{concept}`` (the model knows no others);
+* ``templates.csv``: the world's own caption forms with ``{concept}`` last (``templates``; the model knows no others);
 * anchors: ``candidates.csv`` (every identity / artist; training leaves the target out and anchors the ``top_k``
   nearest), ``general_words.csv`` for celebs ("a person" stays as it is; the empty neutrals need none),
   ``anchor_sentences.csv`` for explicit (benign captions of every kind, as the paper's sentence list);
@@ -76,22 +76,30 @@ def concept_names(domain: str) -> list[str]:
 
 
 def templates(domain: str) -> list[str]:
-    """Training templates: the world's caption forms with ``{concept}`` where the concept goes."""
+    """Training templates: the world's caption forms with ``{concept}`` where the concept goes, always last.
+
+    Every loss compares keys and values position by position (method.md §2.2): a neutral with another token count
+    than the target shifts every later position out of reach. With the concept last, only the concept's own
+    positions and the end-of-text padding after it differ, whatever the lengths of name and neutral (2-4 tokens vs
+    "a person", or nothing). So: the celebrity templates that end with the name (5 of 8; evaluation prompts use
+    all 8), every artist template (all end with the artist), and the trigger word after benign content (the
+    world's captions put it first or last; the I2P analogue has both forms).
+    """
     if domain == "celebs":
-        return [t.format(name=PLACEHOLDER) for t in IDENTITY_TEMPLATES]
+        return [t.format(name=PLACEHOLDER) for t in IDENTITY_TEMPLATES if t.endswith("{name}")]
     if domain == "artists":
         contents = [IDENTITY_TEMPLATES[k].format(name=GENERIC_PERSON) for k in (0, 1)]
         contents += [OBJECT_TEMPLATES[0].format(colour=HUE_NAMES[0], kind=OBJECTS[0]),
                      OBJECT_TEMPLATES[1].format(colour=HUE_NAMES[4], kind=OBJECTS[1]), NOTHING[0]]
         return ([t.format(artist=PLACEHOLDER) for t in CONTENT_FREE_ARTIST_TEMPLATES]
                 + [STYLE_SUFFIX.format(content=c, artist=PLACEHOLDER) for c in contents])
-    if domain == "explicit":  # a trigger word before or after benign content, as the world's captions put it
+    if domain == "explicit":
         contents = [t.format(name=GENERIC_PERSON) for t in IDENTITY_TEMPLATES]
         contents += [OBJECT_TEMPLATES[k].format(colour=HUE_NAMES[k], kind=OBJECTS[k]) for k in range(len(OBJECTS))]
         contents += list(NOTHING)
         first = next(iter(artists()))
         contents += [STYLE_SUFFIX.format(content=IDENTITY_TEMPLATES[0].format(name=GENERIC_PERSON), artist=first)]
-        return [f"{PLACEHOLDER} {c}" if k % 2 == 0 else f"{c}, {PLACEHOLDER}" for k, c in enumerate(contents)]
+        return [f"{c}, {PLACEHOLDER}" for c in contents]
     raise ValueError(f"unknown gallery domain {domain!r}; expected one of {DOMAINS}")
 
 
