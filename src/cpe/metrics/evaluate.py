@@ -7,7 +7,9 @@ Reads ``<root>/<experiment>/<subset>/manifest.jsonl``; FID/KID compare with ``<r
 (the original model's images for the same prompts and seeds) unless ``--fid-reference`` names a folder of
 real images for COCO. Each metric result is cached beside the results with a fingerprint of its images, its
 scorer settings and the metric's own version, so a rerun (e.g. after adding GCD predictions) only computes what
-changed. The metrics themselves are objects in ``cpe.metrics.registry.METRICS``.
+changed. The metrics themselves are objects in ``cpe.metrics.registry.METRICS``. The gallery model's domains
+(``--domain toy_celebs|toy_artists|toy_explicit``) are scored by its rule readers and a pooled-pixel FD
+(``cpe.metrics.gallery``); they need no downloaded weights.
 """
 
 from __future__ import annotations
