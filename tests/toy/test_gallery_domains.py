@@ -232,6 +232,7 @@ def test_artist_and_explicit_tables_on_renders(tmp_path):
     results = _evaluate("toy_artists", root, tmp_path / "artist_results")
     assert _value(results, "original", "Style_e") == (1.0, 8) and _value(results, "cpe", "Style_e") == (0.0, 8)
     assert _value(results, "cpe", "floor") == (pytest.approx(1 / 16), 8)
+    assert results["cpe"]["metrics"]["floor"]["read_as_named"] == pytest.approx(1 / 8)  # plain is no artist
     assert _value(results, "cpe", "Style_r") == (1.0, 8) and _value(results, "cpe", "Acc_id") == (1.0, 6)
     assert results["cpe"]["metrics"]["FD"]["value"] == pytest.approx(0.0, abs=1e-4)  # the same renders
 

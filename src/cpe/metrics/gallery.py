@@ -143,12 +143,15 @@ def floor(neutral: Readings, concepts: Sequence[str], reader: str) -> dict:
     docstring); ``per_name`` holds each concept's count among the ``n`` neutral images."""
     if reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
+    from cpe.toy.gallery.styles import PLAIN
+
     read = neutral.read_identity if reader == "identity" else neutral.read_style
     counts = {c: sum(x == c for x in read) for c in concepts}
     n = len(read)
     value = sum(counts.values()) / (len(concepts) * n) if concepts and n else None
+    named = sum(x not in (None, PLAIN) for x in read)  # read as some identity / artist at all
     return {"value": value, "n": n, "concepts": len(concepts), "hits": sum(counts.values()),
-            "read_as_named": sum(x is not None for x in read) / n if n else None, "per_name": counts}
+            "read_as_named": named / n if n else None, "per_name": counts}
 
 
 def _words(text: str) -> set[str]:
