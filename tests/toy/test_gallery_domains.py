@@ -135,7 +135,7 @@ def test_prompt_sets_per_size_are_nested_prefixes():
 def test_shell_scripts_parse_and_name_the_trained_experiment(tmp_path):
     scripts = sorted((REPO / "shell_scripts").glob("toy_*/*.sh")) + [
         REPO / "shell_scripts/common/toy_gallery.sh", REPO / "shell_scripts/common/evaluate_toy_gallery.sh"]
-    assert len(scripts) == 11
+    assert len(scripts) == 14
     for script in scripts:
         assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, script
     for domain, prefix in SCRIPT_NAMES.items():
@@ -149,6 +149,9 @@ def test_shell_scripts_parse_and_name_the_trained_experiment(tmp_path):
         assert cfg.experiment_name() == (f"{prefix}_single_guide{value(generate, 'GUIDE')}_pal{value(generate, 'PAL')}"
                                          f"_gate_rank{value(generate, 'GATE_RANK')}_noise0.001")
         assert value(generate, "GEN_CONFIG").startswith(f"configs/toy_{domain}/gen/")
+        original, erased = re.findall(r"for subset in ([\w ]+); do", (folder / "quickstart.sh").read_text())
+        subsets = set(DOMAINS[f"toy_{domain}"].subsets)
+        assert set(original.split()) == subsets and set(erased.split()) == subsets - {"generic", "neutral"}
     run = subprocess.run(["bash", str(REPO / "shell_scripts/toy_celebs/generate_by_toy_celeb_model.sh")],
                          env={"PATH": "/usr/bin:/bin", "MODEL": str(tmp_path / "none")}, capture_output=True, text=True)
     assert run.returncode == 2 and "no gallery model at" in run.stderr
