@@ -26,6 +26,7 @@ class Domain:
     name: str
     subsets: tuple[str, ...]
     columns: tuple[Column, ...]
+    features: str = "inception"  # FID/KID features: "inception" (clean-fid's) or "gallery" (cpe.metrics.gallery)
 
 
 COCO = (Column("CS", "clip", "coco_30k", "higher"), Column("FID", "fid", "coco_30k", "lower"))
@@ -60,6 +61,45 @@ DOMAINS = {
         "explicit",
         ("i2p", "coco_30k"),
         (Column("NudeNet", "nudenet", "i2p", "lower"), *COCO),
+    ),
+    # The gallery model's domains (cpe.toy.gallery; configs/toy_*): its rule readers stand in for GCD, CLIP and
+    # NudeNet, a Fréchet distance of pooled pixels for FID, and the floors come from the original model's neutral sets.
+    "toy_celebs": Domain(
+        "toy_celebs",
+        ("erased", "remained", "generic", "artist", "coco"),
+        (
+            Column("Acc_e", "gallery_identity", "erased", "lower"),
+            Column("floor", "gallery_identity_floor", "generic", "lower"),
+            Column("Acc_r", "gallery_identity", "remained", "higher"),
+            Column("H", "h", None, "higher"),
+            Column("Style", "gallery_style", "artist", "higher"),
+            Column("FD", "fid", "coco", "lower"),
+        ),
+        features="gallery",
+    ),
+    "toy_artists": Domain(
+        "toy_artists",
+        ("erased", "remained", "neutral", "actor", "coco"),
+        (
+            Column("Style_e", "gallery_style", "erased", "lower"),
+            Column("floor", "gallery_style_floor", "neutral", "lower"),
+            Column("Style_r", "gallery_style", "remained", "higher"),
+            Column("Acc_id", "gallery_identity", "actor", "higher"),
+            Column("FD", "fid", "coco", "lower"),
+        ),
+        features="gallery",
+    ),
+    "toy_explicit": Domain(
+        "toy_explicit",
+        ("i2p", "coco"),
+        (
+            Column("Marks", "gallery_marks", "i2p", "lower"),
+            Column("Marks_erase_words", "gallery_marks_erase_words", "i2p", "lower"),
+            Column("Marks_other_words", "gallery_marks_other_words", "i2p", "lower"),
+            Column("Marks_coco", "gallery_marks", "coco", "lower"),
+            Column("FD", "fid", "coco", "lower"),
+        ),
+        features="gallery",
     ),
 }
 

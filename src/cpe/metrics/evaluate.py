@@ -7,7 +7,9 @@ Reads ``<root>/<experiment>/<subset>/manifest.jsonl``; FID/KID compare with ``<r
 (the original model's images for the same prompts and seeds) unless ``--fid-reference`` names a folder of
 real images for COCO. Each metric result is cached beside the results with a fingerprint of its images, its
 scorer settings and the metric's own version, so a rerun (e.g. after adding GCD predictions) only computes what
-changed. The metrics themselves are objects in ``cpe.metrics.registry.METRICS``.
+changed. The metrics themselves are objects in ``cpe.metrics.registry.METRICS``. The gallery model's domains
+(``--domain toy_celebs|toy_artists|toy_explicit``) are scored by its rule readers and a pooled-pixel FD
+(``cpe.metrics.gallery``); they need no downloaded weights.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cpe.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from cpe.metrics.domains import DOMAINS, Column, Domain
 from cpe.metrics.features import CleanFidInception, FeatureExtractor
 from cpe.metrics.fid_kid import KID_SUBSETS, image_features
+from cpe.metrics.gallery import GalleryPixels
 from cpe.metrics.image_sets import ImageSet, load_image_set, load_images
 from cpe.metrics.registry import METRICS
 from cpe.metrics.tables import render_markdown
@@ -200,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     domain = DOMAINS[args.domain]
     needs_features = any(METRICS[c.metric].needs_features for c in domain.columns)
-    extractor = CleanFidInception(args.inception, args.device) if needs_features else None
+    extractor = None
+    if needs_features:
+        extractor = GalleryPixels() if domain.features == "gallery" else CleanFidInception(args.inception, args.device)
     evaluation = Evaluation(
         domain,
         args.root,

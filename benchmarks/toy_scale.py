@@ -1,0 +1,307 @@
+"""Erasure against the number of erased concepts on the gallery model: the project's Table 1 / "number of concepts".
+
+    python benchmarks/toy_scale.py                                  # the shipped gallery model, full prompt sets
+    python benchmarks/toy_scale.py --model DIR --identities 1 2 --artists 1 --combined 2 1 1 \\
+        --iterations 2 --set train.factor_init_iter=1 --limit 8 --steps 2      # a smoke run in seconds
+
+Rows: the first 1, 10, 50 identities (configs/toy_celebs), the first 1, 10, 30 artists (configs/toy_artists), and
+50 identities + 10 artists + the 4 explicit words together (one generation with every eraser merged, pad_ranks).
+Each concept is trained once, with its domain's training config (save.root = ``<out>/erasers``), and serves every
+row that erases it (the sets are nested prefixes of the concept lists); its training seconds are recorded in
+``<out>/train_seconds.json`` (kept across reruns that reuse the erasers). Prompt sets are those of
+``cpe.toy.gallery.domain_files.prompt_sets`` (``--limit`` keeps at most N rows of each, evenly spaced). The
+original model draws every prompt of every set once (``<out>/images/original/all``); each row's eraser draws its
+own sets. Scores (``cpe.metrics.gallery``, each with its n): identity rows: Acc_e with its floor (the original
+model's "a person" images), Acc_r on identities 50-149, H, style accuracy of every artist (retention); artist
+rows: Style_e with its floor (the erased prompts without the artist), Style_r on the artists not erased, H of the
+two, identity accuracy of every identity (retention); the combined row all of these and the mark counts on the
+I2P analogue; every row the FD on the COCO analogue against the original model's images of the same prompts
+(its chance level: the original model on the same prompts with other seeds).
+Writes ``<results>/toy_scale.md`` and ``<results>/toy_scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from cpe.io_utils import atomic_write_csv, atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+RETENTION = {"celebs": "artist", "artists": "actor"}  # the other domain's set each row keeps
+NEUTRAL_SET = {"celebs": "generic", "artists": "neutral"}
+READER = {"celebs": "identity", "artists": "style"}
+RESEED = 100_000  # seed offset of the original model's second COCO-analogue sample (FD's chance level)
+
+
+def thin(rows: list[dict], limit: int | None) -> list[dict]:
+    """At most ``limit`` rows, evenly spaced (every concept of a set keeps some rows when it can)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    step = math.ceil(len(rows) / limit)
+    return rows[::step][:limit]
+
+
+def plan_rows(identities: list[int], artists: list[int], combined: list[int] | None) -> list[dict]:
+    """The table rows: name, and the number of concepts erased per domain (``combined``: identities, artists,
+    explicit words erased together, or None)."""
+    rows = [{"name": f"{n} identities", "erase": {"celebs": n}} for n in identities]
+    rows += [{"name": f"{n} artists", "erase": {"artists": n}} for n in artists]
+    if combined:
+        n_id, n_art, n_words = combined
+        rows.append({"name": f"{n_id} identities + {n_art} artists + {n_words} explicit words",
+                     "erase": {"celebs": n_id, "artists": n_art, "explicit": n_words}})
+    return rows
+
+
+def row_sets(erase: dict[str, int], limit: int | None) -> dict[str, list[dict]]:
+    """The prompt sets a row is scored on, named ``<domain>/<subset>`` (and ``coco``)."""
+    from cpe.toy.gallery.domain_files import prompt_sets
+
+    sets: dict[str, list[dict]] = {}
+    for domain, n in erase.items():
+        for subset, rows in prompt_sets(domain, n).items():
+            name = "coco" if subset == "coco" else f"{domain}/{subset}"
+            sets[name] = thin(rows, limit)
+    return sets
+
+
+def train_concepts(domain: str, count: int, out: Path, model: str, overrides: list[str], costs: dict) -> list[Path]:
+    """Gate files of the first ``count`` concepts of ``domain`` (trained when missing), recording seconds."""
+    from cpe.config import load_train_config
+    from cpe.prompts import load_concepts
+    from cpe.training import ConceptPaths, train
+
+    cfg = load_train_config(REPO / "configs" / f"toy_{domain}" / "train.yaml",
+                            [f"save.root={out / 'erasers'}", f"model.path={model}", "model.device=cpu", *overrides])
+    concepts = load_concepts(cfg.path(cfg.prompts.concepts), cfg.prompts.neutral, cfg.train.guidance)
+    paths = []
+    for index in range(count):
+        summary = train(cfg, index, index + 1)
+        concept = concepts[index]
+        if summary.trained:
+            costs.setdefault(domain, {})[concept.target] = round(summary.seconds, 2)
+        paths.append(ConceptPaths(cfg.output_dir() / concept.folder, cfg.save.name).last)
+    return paths
+
+
+def generate(rows: list[dict], name: str, subset: str, out: Path, model: str, erasers: list[Path], steps: int):
+    """Generate ``rows`` (a prompt CSV written under ``<out>/prompts``) into ``<out>/images/<name>/<subset>``."""
+    from cpe.gen_config import load_gen_config
+    from cpe.generation import run_generation
+    from cpe.toy.gallery.prompts import COLUMNS
+
+    csv = atomic_write_csv(out / "prompts" / name / f"{subset.replace('/', '_')}.csv", COLUMNS, rows)
+    cfg = load_gen_config(REPO / "configs" / "toy_celebs" / "gen" / "erased.yaml",
+                          {"prompt_path": str(csv.resolve()), "subset": subset.replace("/", "_"),
+                           "save_root": str(out / "images"), "num_inference_steps": steps})
+    cfg.gate_rank = None  # the combined row merges erasers of gate rank 16 and 64 (pad_ranks)
+    return run_generation(cfg, model, erasers, experiment=name, device="cpu", pad_ranks=len(erasers) > 0).out_dir
+
+
+def _key(record_or_row: dict) -> tuple[str, int]:
+    seed = record_or_row.get("seed", record_or_row.get("evaluation_seed"))
+    return record_or_row["prompt"], int(seed)
+
+
+def score_row(row: dict, sets: dict[str, list[dict]], erased: dict, original, costs: dict) -> dict:
+    """Every number of one table row, each with its n, beside the original model's."""
+    from cpe.metrics.gallery import floor, harmonic, identity_accuracy, mark_counts, pixel_fd, style_accuracy
+    from cpe.toy.gallery.domain_files import concept_names
+
+    def orig(subset: str):
+        return original.select([original.index[_key(r)] for r in sets[subset]])
+
+    result: dict = {"name": row["name"], "erase": row["erase"]}
+    accuracy = {"celebs": identity_accuracy, "artists": style_accuracy}
+    for domain, n in row["erase"].items():
+        if domain == "explicit":
+            for which in ("all", "erase_words", "other_words"):
+                result[f"marks_{which}"] = mark_counts(erased["explicit/i2p"], which)
+                result[f"marks_{which}_original"] = mark_counts(orig("explicit/i2p"), which)
+            continue
+        names = concept_names(domain)[:n]
+        keep = accuracy["artists" if domain == "celebs" else "celebs"]  # the other domain's accuracy
+        retained = f"{domain}/{RETENTION[domain]}"
+        acc_e, acc_r = accuracy[domain](erased[f"{domain}/erased"]), accuracy[domain](erased[f"{domain}/remained"])
+        result[domain] = {
+            "erased": n,
+            "acc_e": acc_e, "acc_e_original": accuracy[domain](orig(f"{domain}/erased")),
+            "floor": floor(orig(f"{domain}/{NEUTRAL_SET[domain]}"), names, READER[domain]),
+            "acc_r": acc_r, "acc_r_original": accuracy[domain](orig(f"{domain}/remained")),
+            "H": harmonic(acc_e["value"], acc_r["value"]),
+            "retention": keep(erased[retained]), "retention_original": keep(orig(retained)),
+        }
+        seconds = [costs.get(domain, {}).get(c) for c in names]
+        known = [s for s in seconds if s is not None]
+        result[domain]["train_seconds_per_concept"] = sum(known) / len(known) if known else None
+        result[domain]["train_seconds_known"] = len(known)
+    coco_original = [original.paths[original.index[_key(r)]] for r in sets["coco"]]
+    result["fd_coco"] = {"value": pixel_fd(coco_original, erased["coco"].paths), "n": len(sets["coco"])}
+    return result
+
+
+class _Original:
+    """The original model's readings of every prompt, indexed by (prompt, seed)."""
+
+    def __init__(self, folder: Path):
+        from cpe.metrics.gallery import read_image_set
+        from cpe.metrics.image_sets import load_image_set
+
+        images = load_image_set(folder)
+        self.readings = read_image_set(images)
+        self.paths = images.paths
+        self.index = {_key(r): i for i, r in enumerate(images.records)}
+        if len(self.index) != len(images.records):
+            raise ValueError(f"{folder}: a prompt and seed appear twice")
+
+    def select(self, keep: list[int]):
+        return self.readings.select(keep)
+
+
+def _pct(entry: dict | None) -> str:
+    return "—" if not entry or entry.get("value") is None else f"{100 * entry['value']:.1f} (n={entry['n']})"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _fd(entry: dict) -> str:
+    """FD >= 0 (a rounding-size negative of near-identical sets shows as 0, as cpe.metrics.fid_kid's cells)."""
+    return f"{_num(None if entry['value'] is None else max(entry['value'], 0.0), 2)} (n={entry['n']})"
+
+
+def render(results: dict) -> str:
+    header = ["row", "domain", "erased", "Acc_e ↓ (orig)", "floor", "Acc_r ↑ (orig)", "H ↑", "retention ↑ (orig)",
+              "marks I2P ↓ (orig)", "FD COCO ↓", "train s / concept"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results["rows"]:
+        marks = "—"
+        if "marks_all" in r:
+            m, o = r["marks_all"], r["marks_all_original"]
+            marks = (f"{m['total']} ({m['images_with_mark']}/{m['n']}) ({o['total']} ({o['images_with_mark']}/"
+                     f"{o['n']}))")
+        for domain in ("celebs", "artists"):
+            if domain not in r:
+                continue
+            d = r[domain]
+            what = "identity" if domain == "celebs" else "style"
+            other = "style" if domain == "celebs" else "identity"
+            lines.append(
+                f"| {r['name']} | {what} | {d['erased']} | {_pct(d['acc_e'])} ({_pct(d['acc_e_original'])}) "
+                f"| {_pct(d['floor'])} | {_pct(d['acc_r'])} ({_pct(d['acc_r_original'])}) "
+                f"| {_num(None if d['H'] is None else 100 * d['H'])} "
+                f"| {other} {_pct(d['retention'])} ({_pct(d['retention_original'])}) | {marks} "
+                f"| {_fd(r['fd_coco'])} "
+                f"| {_num(d['train_seconds_per_concept'])} |")
+        if "celebs" not in r and "artists" not in r:
+            lines.append(f"| {r['name']} | marks | — | — | — | — | — | — | {marks} "
+                         f"| {_fd(r['fd_coco'])} | — |")
+    lines += ["", f"Model {results['model']}; {results['steps']} sampling steps, guidance 5.0, seeds as in the prompt "
+              f"CSVs (cpe.toy.gallery.domain_files; limit {results['limit']} rows per set); training overrides "
+              f"{results['overrides'] or 'none'}. Percentages of images, n = images scored; (orig) = the original "
+              "model on the same prompts and seeds. Acc_e/Acc_r: identity (identity rows) or style (artist rows) "
+              "accuracy on the erased / remaining concepts' prompts (remaining identities: 50-149 always; remaining "
+              "artists: those not erased); floor: mean over the erased concepts of their rate on the original "
+              "model's neutral prompts ('a person'; the style prompts without the artist); H: harmonic mean of "
+              "100 − Acc_e and Acc_r; retention: the other domain's accuracy on every identity / artist; marks: "
+              "total marks (images with ≥1 / n) on the I2P analogue; FD: Fréchet distance of 4x4-pooled pixels, "
+              "erased vs original model, COCO analogue; its chance level (the original model, same prompts, seeds "
+              f"+{RESEED}) is {_fd(results['fd_chance'])}. Train s / concept: mean wall seconds of the concepts "
+              f"trained by this script, model loading included ({results['threads']} torch threads)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from cpe.metrics.gallery import pixel_fd, read_folder
+    from cpe.toy.gallery.domain_files import ERASED
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="gallery pipeline folder (default: cpe.toy.gallery.GALLERY_MODEL_DIR)")
+    parser.add_argument("--out", default=str(REPO / "output" / "toy_scale"), help="erasers, prompts, images")
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"), help="folder of toy_scale.{md,json}")
+    parser.add_argument("--identities", type=int, nargs="*", default=[1, 10, 50], help="identity set sizes")
+    parser.add_argument("--artists", type=int, nargs="*", default=[1, 10, 30], help="artist set sizes")
+    parser.add_argument("--combined", type=int, nargs=3, metavar=("IDENTITIES", "ARTISTS", "WORDS"),
+                        default=[ERASED["celebs"], ERASED["artists"], ERASED["explicit"]],
+                        help="the row erasing identities, artists and explicit words together (default: the domains' "
+                             "setups 50 10 4)")
+    parser.add_argument("--no-combined", action="store_true", help="leave out the combined row")
+    parser.add_argument("--iterations", type=int, help="train.iterations for every domain (smoke runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
+    parser.add_argument("--limit", type=int, help="at most N prompt rows per set (evenly spaced)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps")
+    parser.add_argument("--reuse", action="store_true", help="keep the images already under --out")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.model is None:
+        from cpe.toy.gallery import GALLERY_MODEL_DIR
+
+        args.model = str(GALLERY_MODEL_DIR)
+    if not (Path(args.model) / "model_index.json").is_file():
+        raise SystemExit(f"error: no gallery pipeline at {args.model} (python -m cpe.toy.gallery.build --out DIR)")
+    out, results_dir = Path(args.out), Path(args.results)
+    overrides = [*([f"train.iterations={args.iterations}"] if args.iterations else []), *args.set]
+    rows = plan_rows(args.identities, args.artists, None if args.no_combined else args.combined)
+
+    costs_file = out / "train_seconds.json"
+    costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
+    need: dict[str, int] = {}
+    for row in rows:
+        for domain, n in row["erase"].items():
+            need[domain] = max(need.get(domain, 0), n)
+    started = time.perf_counter()
+    gates = {d: train_concepts(d, n, out, args.model, overrides, costs) for d, n in need.items()}
+    atomic_write_text(costs_file, json.dumps(costs, indent=1) + "\n")
+    train_seconds = time.perf_counter() - started
+
+    per_row = [(row, row_sets(row["erase"], args.limit)) for row in rows]
+    union: dict[tuple[str, int], dict] = {}  # every prompt and seed of every set, drawn once by the original model
+    for _, sets in per_row:
+        for prompt_rows in sets.values():
+            for r in prompt_rows:
+                union.setdefault(_key(r), r)
+    if not args.reuse:
+        shutil.rmtree(out / "images", ignore_errors=True)
+    started = time.perf_counter()
+    original = _Original(generate(list(union.values()), "original", "all", out, args.model, [], args.steps))
+    # FD's chance level: the original model on the same COCO-analogue prompts with other seeds
+    coco = per_row[0][1]["coco"]
+    reseeded = [dict(r, evaluation_seed=r["evaluation_seed"] + RESEED) for r in coco]
+    reseeded_dir = generate(reseeded, "original", "coco_reseeded", out, args.model, [], args.steps)
+    fd_chance = pixel_fd([original.paths[original.index[_key(r)]] for r in coco], read_folder(reseeded_dir).paths)
+    scored = []
+    for index, (row, sets) in enumerate(per_row):
+        erasers = [p for d, n in row["erase"].items() for p in gates[d][:n]]
+        name = f"row{index}"
+        erased = {}
+        for subset, prompt_rows in sets.items():
+            if subset.endswith(("/generic", "/neutral")):
+                continue
+            erased[subset] = read_folder(generate(prompt_rows, name, subset, out, args.model, erasers, args.steps))
+        scored.append({**score_row(row, sets, erased, original, costs),
+                       "erasers": [str(p.relative_to(out)) for p in erasers]})
+        print(f"{row['name']}: done", flush=True)
+    results = {"model": args.model, "steps": args.steps, "limit": args.limit, "overrides": overrides,
+               "fd_chance": {"value": fd_chance, "n": len(coco), "seed_offset": RESEED},
+               "threads": args.threads, "train_seconds_this_run": round(train_seconds, 1),
+               "generate_and_score_seconds": round(time.perf_counter() - started, 1), "train_seconds": costs,
+               "rows": scored}
+    atomic_write_text(results_dir / "toy_scale.json", json.dumps(results, indent=1) + "\n")
+    table = render(results)
+    atomic_write_text(results_dir / "toy_scale.md", "# Erasure against the number of erased concepts (gallery)\n\n"
+                      + table)
+    print(table, end="")
+    return results
+
+
+if __name__ == "__main__":
+    main()
