@@ -50,7 +50,8 @@ def test_quality_report_scores_every_domain_with_its_counts(built):
 
 
 def test_toy_builder_defaults_are_unchanged_by_the_gallery_options():
-    from cpe.toy.build import make_unet
+    from cpe.toy.build import BuildConfig, make_unet
+    from cpe.toy.gallery.build import GalleryBuildConfig
 
-    assert list(make_unet(64).config.block_out_channels) == [32, 64, 64]
-    assert list(make_unet(64, (16, 32, 32)).config.block_out_channels) == [16, 32, 32]
+    assert list(make_unet(BuildConfig()).config.block_out_channels) == [32, 64, 64]
+    assert list(make_unet(GalleryBuildConfig()).config.block_out_channels) == [48, 96, 96]
