@@ -7,6 +7,10 @@ DPM-Solver++ scheduler, fp16 safetensors) on gallery scenes and captions, and wr
 Training state is checkpointed in ``DIR/.build``: an interrupted build resumes where it stopped (same command)
 and gives the same weights. The readers are rules (``cpe.toy.gallery.read``), so there are no classifier
 weights to save.
+
+Cost with the defaults on one core (``--threads 1``, torch 2.13 CPU): rendering 16000 scenes ~45 s, VAE 1600
+steps at ~0.5 s, UNet + text encoder 8000 steps at ~0.53 s (batch 32, 3.95 M + 5.2 M parameters): ~90 min
+when the core is not shared. fp16 weights ~19 MB, plus the 1.5 MB CLIP vocabulary.
 """
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ from PIL import Image, ImageDraw
 from cpe.toy.gallery.palette import HUE_NAMES, HUES, jitter
 
 NAME_SEED = 10
-HEIGHT_RANGE = (0.62, 0.80)  # figure height / image side
-HEAD = 0.42  # head diameter / figure height
-HAIR = 0.17  # hair cap depth / figure height (the head's top rows)
-NECK = 0.46  # shirt top / figure height
-SHIRT_TOP, SHIRT_BOTTOM = 0.56, 0.82  # shirt widths at its top and bottom / figure height
+# Every feature spans >= 2 latent pixels (4 px) of the 32x32 model: with a 0.42 head and a 0.17 hair cap (1 latent
+# row) a 4750-step build drew the shirt right for 79% of names but the face for 20% and the hair for 13%.
+HEIGHT_RANGE = (0.70, 0.86)  # figure height / image side
+HEAD = 0.52  # head diameter / figure height
+HAIR = 0.22  # hair cap depth / figure height (the head's top rows)
+NECK = 0.56  # shirt top / figure height
+SHIRT_TOP, SHIRT_BOTTOM = 0.64, 0.86  # shirt widths at its top and bottom / figure height
 
 
 @dataclass(frozen=True)
