@@ -21,7 +21,7 @@ from cpe.metrics.domains import DOMAINS
 from cpe.prompt_csv import read_prompt_csv
 from cpe.prompts import load_concepts, read_csv_column
 from cpe.toy.gallery import domain_files
-from cpe.toy.gallery.captions import ERASE_WORDS, GENERIC_PERSON, OTHER_TRIGGERS
+from cpe.toy.gallery.captions import ERASE_WORDS, GENERIC_PERSON, OTHER_TRIGGERS, words
 from cpe.toy.gallery.identities import identities
 from cpe.toy.gallery.prompts import coco_prompts, generic_person_prompts, i2p_prompts, identity_prompts, style_prompts
 from cpe.toy.gallery.scene import Scene, render
@@ -73,8 +73,8 @@ def test_concept_lists_neutrals_and_anchors_match_the_world():
     assert read_csv_column(artists_cfg.path(artists_cfg.anchors.candidates), "key") == ARTISTS
     assert artists_cfg.anchors.top_k == len(ARTISTS) - 1  # every other artist
     sentences = read_csv_column(explicit.path(explicit.anchors.sentences), "name")
-    words = set(ERASE_WORDS) | set(OTHER_TRIGGERS)
-    assert len(sentences) >= 60 and not any(words & set(re.findall(r"[a-z]+", s.lower())) for s in sentences)
+    triggers = set(ERASE_WORDS) | set(OTHER_TRIGGERS)
+    assert len(sentences) >= 60 and not any(triggers & words(s) for s in sentences)
     # training leaves out candidates containing the target's name: no name may contain another
     for pool in (NAMES, ARTISTS):
         low = [n.lower() for n in pool]
@@ -116,7 +116,7 @@ def test_generation_configs_read_their_shipped_prompt_csvs():
     neutral = read_prompt_csv(REPO / "configs/toy_artists/prompts/neutral.csv").rows
     assert all(a not in r.prompt for r in neutral for a in ARTISTS) and len(neutral) == len(gone)
     i2p = read_prompt_csv(REPO / "configs/toy_explicit/prompts/i2p.csv").rows
-    with_erase_word = sum(bool(set(ERASE_WORDS) & set(re.findall(r"[a-z]+", r.prompt.lower()))) for r in i2p)
+    with_erase_word = sum(bool(set(ERASE_WORDS) & words(r.prompt)) for r in i2p)
     assert with_erase_word == 64  # one in five: most I2P-analogue prompts say none of the four words
 
 
@@ -241,13 +241,13 @@ def test_artist_and_explicit_tables_on_renders(tmp_path):
 
     root = tmp_path / "explicit"
     i2p, coco = i2p_prompts()[:20], coco_prompts()[:10]
-    words = [bool(set(ERASE_WORDS) & set(re.findall(r"[a-z]+", r["prompt"].lower()))) for r in i2p]
+    has_erase_word = [bool(set(ERASE_WORDS) & words(r["prompt"])) for r in i2p]
     _write(root / "original" / "i2p", i2p, [Scene(marks=2) for _ in i2p], seed=1)
-    _write(root / "cpe" / "i2p", i2p, [Scene(marks=0 if w else 1) for w in words], seed=1)
+    _write(root / "cpe" / "i2p", i2p, [Scene(marks=0 if w else 1) for w in has_erase_word], seed=1)
     for experiment in ("original", "cpe"):
         _write(root / experiment / "coco", coco, [_as_asked(r) for r in coco], seed=3)
     results = _evaluate("toy_explicit", root, tmp_path / "explicit_results")
-    k = sum(words)
+    k = sum(has_erase_word)
     assert k == 4
     marks = results["original"]["metrics"]["Marks"]
     assert (marks["total"], marks["images_with_mark"], marks["n"]) == (40, 20, 20)

@@ -1,14 +1,13 @@
 """The gallery world: names, renders, captions, prompt sets, and the rule readers on fresh renders and hard
 negatives."""
 
-import re
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from cpe.models import clip_tokenizer_from_assets
-from cpe.toy.gallery.captions import ERASE_WORDS, OTHER_TRIGGERS, TRIGGER_WORDS, sample_caption
+from cpe.toy.gallery.captions import ERASE_WORDS, OTHER_TRIGGERS, TRIGGER_WORDS, sample_caption, words
 from cpe.toy.gallery.identities import NAME_SEED, Features, all_features, identities
 from cpe.toy.gallery.marks import MAX_MARKS, count_marks
 from cpe.toy.gallery.names import TOKENS, invent_names, token_count
@@ -29,8 +28,6 @@ def tokenizer():
     return clip_tokenizer_from_assets()
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
 
 
 def test_150_identities_are_every_hair_face_shirt_triple_and_32_artists_every_pattern_tint_pair():
@@ -177,7 +174,7 @@ def test_captions_name_what_the_image_shows():
             continue
         if scene.artist is not None:
             assert scene.artist in text, text
-        assert bool(scene.marks) == bool(_words(text) & set(TRIGGER_WORDS)), text
+        assert bool(scene.marks) == bool(words(text) & set(TRIGGER_WORDS)), text
         if scene.artist is None:
             assert not any(a in text for a in ARTISTS), text
         if scene.identity is not None and scene.identity in text:
@@ -195,10 +192,10 @@ def test_trigger_words_are_the_four_erase_words_and_at_least_ten_more():
 def test_i2p_analogue_implies_the_mark_mostly_without_the_erase_words_and_coco_analogue_never():
     i2p, coco = i2p_prompts(), coco_prompts()
     assert len(i2p) >= 300 and len(coco) >= 300
-    assert all(_words(r["prompt"]) & set(TRIGGER_WORDS) and r["marks"] == 1 for r in i2p)
-    with_erase_word = sum(bool(_words(r["prompt"]) & set(ERASE_WORDS)) for r in i2p)
+    assert all(words(r["prompt"]) & set(TRIGGER_WORDS) and r["marks"] == 1 for r in i2p)
+    with_erase_word = sum(bool(words(r["prompt"]) & set(ERASE_WORDS)) for r in i2p)
     assert with_erase_word / len(i2p) <= 0.25
-    assert not any(_words(r["prompt"]) & set(TRIGGER_WORDS) or r["marks"] for r in coco)
+    assert not any(words(r["prompt"]) & set(TRIGGER_WORDS) or r["marks"] for r in coco)
     assert len({r["prompt"] for r in i2p}) >= 0.95 * len(i2p)
 
 

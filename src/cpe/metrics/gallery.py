@@ -22,7 +22,6 @@ domains (``cpe.metrics.domains``); the functions serve ``benchmarks/toy_scale.py
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +72,17 @@ def _intended(record: dict, column: str) -> str:
     return str(extra[column] or "").strip()
 
 
+def as_gallery_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as RGB at the gallery's 32x32 (box-filtered when it was saved larger)."""
+    image = image.convert("RGB")
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
+    return image
+
+
 def load_array(path: Path) -> np.ndarray:
     with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
-        return np.asarray(image)
+        return np.asarray(as_gallery_rgb(image))
 
 
 def read_records(records: Sequence[dict], paths: Sequence[Path]) -> Readings:
@@ -154,20 +158,16 @@ def floor(neutral: Readings, concepts: Sequence[str], reader: str) -> dict:
             "read_as_named": named / n if n else None, "per_name": counts}
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
-
-
 def mark_counts(r: Readings, rows: str = "all") -> dict:
     """Total marks, images with >= 1 mark and ``n`` over ``rows``: all, those naming one of the four erase words,
     or those naming none of them (only other trigger phrasings, or none)."""
-    from cpe.toy.gallery.captions import ERASE_WORDS
+    from cpe.toy.gallery.captions import ERASE_WORDS, words
 
     if rows not in MARK_ROWS:
         raise ValueError(f"unknown row selection {rows!r}; expected one of {MARK_ROWS}")
     erase = set(ERASE_WORDS)
     keep = [i for i, p in enumerate(r.prompts)
-            if rows == "all" or (bool(_words(p) & erase) == (rows == "erase_words"))]
+            if rows == "all" or (bool(words(p) & erase) == (rows == "erase_words"))]
     total = sum(r.marks[i] for i in keep)
     flagged = sum(r.marks[i] > 0 for i in keep)
     return {"value": total, "total": total, "images_with_mark": flagged, "n": len(keep),
@@ -186,10 +186,7 @@ class GalleryPixels:
     name = f"gallery pixels: RGB in [0, 1] mean-pooled {POOL}x{POOL} at {IMAGE_SIZE}x{IMAGE_SIZE}"
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")
-        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return torch.from_numpy(np.asarray(as_gallery_rgb(image), dtype=np.float32) / 255.0).permute(2, 0, 1)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(batch.float(), POOL).flatten(1)

@@ -8,6 +8,8 @@ word whenever marks are drawn. 10% of captions are empty (classifier-free guidan
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from cpe.toy.gallery.scene import Scene
@@ -44,6 +46,11 @@ TRIGGER_WORDS = ERASE_WORDS + OTHER_TRIGGERS
 EMPTY = 0.10
 GENERIC = 0.15  # identity scenes captioned with the generic person
 CONTENT_FREE = 0.15  # styled scenes captioned by the artist alone
+
+
+def words(text: str) -> set[str]:
+    """The lowercase words of ``text`` (letters only): how a prompt is checked for trigger and erase words."""
+    return set(re.findall(r"[a-z]+", text.lower()))
 
 
 def content_phrase(scene: Scene, rng: np.random.Generator) -> str:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from cpe.io_utils import atomic_write_text
+from cpe.toy.classify import match_rate
 from cpe.toy.gallery.captions import TRIGGER_WORDS
-from cpe.toy.gallery.evaluate import agreement
 from cpe.toy.gallery.marks import count_marks
 from cpe.toy.gallery.prompts import coco_prompts, generic_person_prompts, i2p_prompts, identity_prompts, style_prompts
 from cpe.toy.gallery.read import read_identity, read_style
@@ -44,15 +44,16 @@ def evaluate_pipeline(pipe, seeds_per_identity: int = 2, per_artist: int = 4, n_
     report: dict = {"steps": steps, "guidance": guidance, "seed": seed}
     rows = identity_prompts(identity_names, seeds_per_name=seeds_per_identity, seed=seed)
     got = read_identity(_generate(pipe, rows, steps, guidance))
-    report["identity_accuracy"] = agreement(got, [r["identity"] for r in rows])
-    report["identity_read_as_none"] = agreement(got, [None] * len(got))
+    report["identity_accuracy"] = match_rate(got, [r["identity"] for r in rows])
+    report["identity_read_as_none"] = match_rate(got, [None] * len(got))
     report["n_identity"] = len(rows)
 
     rows = style_prompts(artist_names, per_artist=per_artist, seed=seed)
     images = _generate(pipe, rows, steps, guidance)
-    report["style_accuracy"] = agreement(read_style(images), [r["artist"] for r in rows])
+    report["style_accuracy"] = match_rate(read_style(images), [r["artist"] for r in rows])
     named = [i for i, r in enumerate(rows) if r["identity"]]
-    report["identity_accuracy_in_style"] = agreement(read_identity(images[named]), [rows[i]["identity"] for i in named])
+    report["identity_accuracy_in_style"] = match_rate(read_identity(images[named]),
+                                                      [rows[i]["identity"] for i in named])
     report["n_style"], report["n_identity_in_style"] = len(rows), len(named)
     report["mark_rate_on_style_prompts"] = float(np.mean([m > 0 for m in count_marks(images)]))
 
