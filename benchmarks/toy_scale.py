@@ -74,20 +74,16 @@ def row_sets(erase: dict[str, int], limit: int | None) -> dict[str, list[dict]]:
 
 def train_concepts(domain: str, count: int, out: Path, model: str, overrides: list[str], costs: dict) -> list[Path]:
     """Gate files of the first ``count`` concepts of ``domain`` (trained when missing), recording seconds."""
-    from cpe.config import load_train_config
-    from cpe.prompts import load_concepts
-    from cpe.training import ConceptPaths, train
+    from cpe.toy.experiments import train_concept
 
-    cfg = load_train_config(REPO / "configs" / f"toy_{domain}" / "train.yaml",
-                            [f"save.root={out / 'erasers'}", f"model.path={model}", "model.device=cpu", *overrides])
-    concepts = load_concepts(cfg.path(cfg.prompts.concepts), cfg.prompts.neutral, cfg.train.guidance)
+    config = REPO / "configs" / f"toy_{domain}" / "train.yaml"
     paths = []
     for index in range(count):
-        summary = train(cfg, index, index + 1)
-        concept = concepts[index]
-        if summary.trained:
-            costs.setdefault(domain, {})[concept.target] = round(summary.seconds, 2)
-        paths.append(ConceptPaths(cfg.output_dir() / concept.folder, cfg.save.name).last)
+        _, concept, path, seconds = train_concept(config, index, out / "erasers", ["model.device=cpu", *overrides],
+                                                  reuse=True, model=model)
+        if seconds is not None:
+            costs.setdefault(domain, {})[concept.target] = round(seconds, 2)
+        paths.append(path)
     return paths
 
 

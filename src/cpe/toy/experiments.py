@@ -13,17 +13,24 @@ from cpe.config import REPO_ROOT
 
 def train_eraser(kind: str, index: int, root: Path, overrides: list[str], reuse: bool = False,
                  model: str | Path | None = None):
-    """Train concept ``index`` of the toy config ``configs/toy/train_<kind>.yaml`` plus ``overrides`` on ``model``.
+    """Train concept ``index`` of the toy config ``configs/toy/train_<kind>.yaml`` plus ``overrides`` on ``model``
+    (default: the SD-style toy); see :func:`train_concept`."""
+    from cpe.toy import TOY_MODEL_DIR
+
+    config = REPO_ROOT / "configs" / "toy" / f"train_{kind}.yaml"
+    return train_concept(config, index, root, overrides, reuse, model or TOY_MODEL_DIR)
+
+
+def train_concept(config: Path, index: int, root: Path, overrides: list[str], reuse: bool, model: str | Path):
+    """Train concept ``index`` of the training config ``config`` plus ``overrides`` on ``model``, into ``root``.
 
     Returns the config, the concept, its gate file and the training seconds (None: an existing eraser reused).
     """
     from cpe.config import load_train_config
     from cpe.prompts import load_concepts
-    from cpe.toy import TOY_MODEL_DIR
     from cpe.training import ConceptPaths, train
 
-    cfg = load_train_config(REPO_ROOT / "configs" / "toy" / f"train_{kind}.yaml",
-                            [f"save.root={root}", f"model.path={model or TOY_MODEL_DIR}", *overrides])
+    cfg = load_train_config(config, [f"save.root={root}", f"model.path={model}", *overrides])
     summary = train(cfg, index, index + 1, overwrite=not reuse)
     p = cfg.prompts
     concept = load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance)[index]
