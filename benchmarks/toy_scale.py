@@ -12,7 +12,7 @@ row that erases it (the sets are nested prefixes of the concept lists); its trai
 ``cpe.toy.gallery.domain_files.prompt_sets`` (``--limit`` keeps at most N rows of each, evenly spaced). The
 original model draws every prompt of every set once (``<out>/images/original/all``); each row's eraser draws its
 own sets. Scores (``cpe.metrics.gallery``, each with its n): identity rows: Acc_e with its floor (the original
-model's "a person" images), Acc_r on identities 50-149, H, style accuracy of every artist (retention); artist
+model's "a person" images), Acc_r on identities 50-59, H, style accuracy of every artist (retention); artist
 rows: Style_e with its floor (the erased prompts without the artist), Style_r on the artists not erased, H of the
 two, identity accuracy of every identity (retention); the combined row all of these and the mark counts on the
 I2P analogue; every row the FD on the COCO analogue against the original model's images of the same prompts
@@ -204,7 +204,7 @@ def render(results: dict) -> str:
               f"CSVs (cpe.toy.gallery.domain_files; limit {results['limit']} rows per set); training overrides "
               f"{results['overrides'] or 'none'}. Percentages of images, n = images scored; (orig) = the original "
               "model on the same prompts and seeds. Acc_e/Acc_r: identity (identity rows) or style (artist rows) "
-              "accuracy on the erased / remaining concepts' prompts (remaining identities: 50-149 always; remaining "
+              "accuracy on the erased / remaining concepts' prompts (remaining identities: 50-59 always; remaining "
               "artists: those not erased); floor: mean over the erased concepts of their rate on the original "
               "model's neutral prompts ('a person'; the style prompts without the artist); H: harmonic mean of "
               "100 − Acc_e and Acc_r; retention: the other domain's accuracy on every identity / artist; marks: "

@@ -4,7 +4,7 @@
 #   GEN_CONFIG=configs/toy_artists/gen/erased.yaml     # the 10 erased artists' style prompts (120 images)
 #   GEN_CONFIG=configs/toy_artists/gen/remained.yaml   # the 22 remaining artists' style prompts (264)
 #   GEN_CONFIG=configs/toy_artists/gen/neutral.yaml    # the erased rows without their artist (120): the floor (original)
-#   GEN_CONFIG=configs/toy_artists/gen/actor.yaml      # every identity x 2 seeds (300): identity retention
+#   GEN_CONFIG=configs/toy_artists/gen/actor.yaml      # every identity x 4 seeds (240): identity retention
 #   GEN_CONFIG=configs/toy_artists/gen/coco.yaml       # the COCO analogue (300)
 # Every variable can be set from the environment, e.g.
 #   GEN_CONFIG=configs/toy_artists/gen/coco.yaml bash shell_scripts/toy_artists/generate_by_toy_artist_model.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Generate the evaluation images of the toy celebrity-erasure model (the gallery's identities; method.md §4.4).
 # Choose the prompt set with GEN_CONFIG (default: the first one):
-#   GEN_CONFIG=configs/toy_celebs/gen/erased.yaml     # the 50 erased identities x 5 seeds (250 images)
-#   GEN_CONFIG=configs/toy_celebs/gen/remained.yaml   # the 100 remaining identities x 5 seeds (500 images)
+#   GEN_CONFIG=configs/toy_celebs/gen/erased.yaml     # the 20 erased identities x 5 seeds (100 images)
+#   GEN_CONFIG=configs/toy_celebs/gen/remained.yaml   # the 10 identities never erased x 10 seeds (100 images)
 #   GEN_CONFIG=configs/toy_celebs/gen/generic.yaml    # "a person" in the same templates (250): the floor (original)
 #   GEN_CONFIG=configs/toy_celebs/gen/artist.yaml     # every artist's style prompts (384)
 #   GEN_CONFIG=configs/toy_celebs/gen/coco.yaml       # the COCO analogue (300)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train CPE erasers on the gallery model for the toy celebrity domain (configs/toy_celebs/train.yaml; one eraser per concept).
-# The concept list holds the 150 identities (the first 50 are the erased set); the domain erases [ST_IDX, END_IDX) = [0, 50) by default.
+# The concept list holds the 60 identities (the first 20 are the erased set); the domain erases [ST_IDX, END_IDX) = [0, 20) by default.
 # Every variable can be set from the environment, e.g.
 #   bash shell_scripts/toy_celebs/train_toy_celeb_cpe_single.sh                      # the domain's setup
 #   ST_IDX=0 END_IDX=1 bash shell_scripts/toy_celebs/train_toy_celeb_cpe_single.sh   # the first concept only
@@ -14,7 +14,7 @@ CONFIG=${CONFIG:-configs/toy_celebs/train.yaml}
 GATE_RANK=${GATE_RANK:-16}
 GUIDE=${GUIDE:-0.3}
 PAL=${PAL:-100000}
-END_IDX=${END_IDX:-50}      # exclusive
+END_IDX=${END_IDX:-20}      # exclusive
 OUTPUT=${OUTPUT:-output/toy_celebs}
 source shell_scripts/common/toy_gallery.sh
 set -- --threads "$THREADS" "$@"

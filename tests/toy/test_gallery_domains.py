@@ -30,8 +30,8 @@ from cpe.toy.gallery.styles import PLAIN, artists
 REPO = Path(__file__).resolve().parents[2]
 NAMES, ARTISTS = list(identities()), list(artists())
 SUBSET_ROWS = {  # prompt rows of every shipped evaluation CSV
-    "celebs": {"erased": 250, "remained": 500, "generic": 250, "artist": 384, "coco": 300},
-    "artists": {"erased": 120, "remained": 264, "neutral": 120, "actor": 300, "coco": 300},
+    "celebs": {"erased": 100, "remained": 100, "generic": 250, "artist": 384, "coco": 300},
+    "artists": {"erased": 120, "remained": 264, "neutral": 120, "actor": 240, "coco": 300},
     "explicit": {"i2p": 320, "coco": 300},
 }
 SCRIPT_NAMES = {"celebs": "toy_celeb", "artists": "toy_artist", "explicit": "toy_explicit"}
@@ -66,7 +66,7 @@ def test_concept_lists_neutrals_and_anchors_match_the_world():
         templates = read_csv_column(cfg.path(p.templates), "prompt")
         assert templates == domain_files.templates(domain)
         assert all(t.endswith("{concept}") for t in templates)  # nothing after the concept shifts (method.md §2.2)
-    assert len(NAMES) == 150 and len(ARTISTS) == 32
+    assert len(NAMES) == 60 and len(ARTISTS) == 32
     celebs, artists_cfg, explicit = _cfg("celebs"), _cfg("artists"), _cfg("explicit")
     assert read_csv_column(celebs.path(celebs.anchors.candidates), "key") == NAMES
     assert read_csv_column(celebs.path(celebs.anchors.general_words), "key") == [GENERIC_PERSON]
@@ -106,7 +106,7 @@ def test_generation_configs_read_their_shipped_prompt_csvs():
             assert len(table.rows) == rows and table.skipped_empty == 0
             assert set(table.rows[0].extra) == {"identity", "artist", "marks"}
     erased = read_prompt_csv(REPO / "configs/toy_celebs/prompts/erased.csv").rows
-    assert {r.extra["identity"] for r in erased} == set(NAMES[:50])
+    assert {r.extra["identity"] for r in erased} == set(NAMES[:20])
     remained = read_prompt_csv(REPO / "configs/toy_celebs/prompts/remained.csv").rows
     assert {r.extra["identity"] for r in remained} == set(NAMES[50:])
     gone = read_prompt_csv(REPO / "configs/toy_artists/prompts/erased.csv").rows
@@ -123,7 +123,7 @@ def test_generation_configs_read_their_shipped_prompt_csvs():
 def test_prompt_sets_per_size_are_nested_prefixes():
     small, large = domain_files.prompt_sets("celebs", 10), domain_files.prompt_sets("celebs", 50)
     assert small["erased"] == large["erased"][: 10 * domain_files.SEEDS_PER_IDENTITY]
-    assert small["remained"] == large["remained"]  # identities 50-149 at every size
+    assert small["remained"] == large["remained"]  # identities 50-59 at every size
     one = domain_files.prompt_sets("artists", 1)
     assert {r["artist"] for r in one["erased"]} == {ARTISTS[0]} and len(one["remained"]) == 31 * 12
     for domain, n in (("celebs", 51), ("artists", 32), ("artists", 0)):
@@ -194,7 +194,7 @@ def test_celebrity_table_on_renders(tmp_path):
     root = tmp_path / "images"
     erased, remained = identity_prompts(NAMES[:4], 5), identity_prompts(NAMES[50:54], 5)
     generic = generic_person_prompts(20)
-    shown_generic = [NAMES[0]] * 2 + [NAMES[2], NAMES[3]] + [NAMES[60]] * 16  # floor: 4 hits / (4 x 20)
+    shown_generic = [NAMES[0]] * 2 + [NAMES[2], NAMES[3]] + [NAMES[58]] * 16  # floor: 4 hits / (4 x 20)
     style, coco = style_prompts(ARTISTS[:4], 3), coco_prompts()[:20]
     original = {"erased": erased, "remained": remained, "artist": style, "coco": coco}
     for subset, rows in original.items():
@@ -202,7 +202,7 @@ def test_celebrity_table_on_renders(tmp_path):
     _write(root / "original" / "generic", generic, [Scene(identity=n) for n in shown_generic], seed=2)
     # the eraser: the first two erased identities drawn as another one, five remaining images without a person
     _write(root / "cpe" / "erased", erased,
-           [Scene(identity=NAMES[100]) if r["identity"] in NAMES[:2] else _as_asked(r) for r in erased], seed=3)
+           [Scene(identity=NAMES[55]) if r["identity"] in NAMES[:2] else _as_asked(r) for r in erased], seed=3)
     _write(root / "cpe" / "remained", remained,
            [Scene() if k % 4 == 0 else _as_asked(r) for k, r in enumerate(remained)], seed=4)
     _write(root / "cpe" / "artist", style, [_as_asked(r) for r in style], seed=5)

@@ -8,7 +8,7 @@ import pytest
 
 from cpe.models import clip_tokenizer_from_assets
 from cpe.toy.gallery.captions import ERASE_WORDS, OTHER_TRIGGERS, TRIGGER_WORDS, sample_caption, words
-from cpe.toy.gallery.identities import NAME_SEED, Features, all_features, identities
+from cpe.toy.gallery.identities import N_IDENTITIES, NAME_SEED, Features, all_features, identities
 from cpe.toy.gallery.marks import MAX_MARKS, count_marks
 from cpe.toy.gallery.names import TOKENS, invent_names, token_count
 from cpe.toy.gallery.objects import OBJECTS
@@ -30,15 +30,17 @@ def tokenizer():
 
 
 
-def test_150_identities_are_every_hair_face_shirt_triple_and_32_artists_every_pattern_tint_pair():
-    assert len(NAMES) == 150 and len(set(identities().values())) == 150
-    assert {f for f in all_features() if f.hair is not None} == set(identities().values())
+def test_60_identities_are_distinct_hair_face_shirt_triples_and_32_artists_every_pattern_tint_pair():
+    assert len(NAMES) == N_IDENTITIES == 60 and len(set(identities().values())) == 60
+    assert set(identities().values()) < {f for f in all_features() if f.hair is not None}
+    for part in ("hair", "face", "shirt"):  # every hue of every part is some identity's
+        assert {getattr(f, part) for f in identities().values()} == set(HUE_NAMES), part
     assert len(ARTISTS) == 32 and set(artists().values()) == set(all_styles())
 
 
 def test_names_are_2_to_4_bpe_tokens_unique_invented_and_none_a_prefix_of_another(tokenizer):
     everything = [n.lower() for n in NAMES + ARTISTS]
-    assert len(set(everything)) == len(everything) == 182
+    assert len(set(everything)) == len(everything) == 92
     counts = Counter(token_count(tokenizer, n) for n in NAMES + ARTISTS)
     assert set(counts) <= set(range(TOKENS[0], TOKENS[1] + 1)) and len(counts) == 3, counts  # 2, 3 and 4 tokens
     for a in everything:
@@ -47,13 +49,13 @@ def test_names_are_2_to_4_bpe_tokens_unique_invented_and_none_a_prefix_of_anothe
     words = [w for n in everything for w in n.split()]
     assert not [w for w in words if f"{w}</w>" in vocabulary]  # no name word is an ordinary word
     assert len(words) == len(set(words))  # no two names share a word
-    assert sum(" " in n for n in everything) >= 30  # two-word names too
+    assert sum(" " in n for n in everything) >= 20  # two-word names too
     reserved = set(TRIGGER_WORDS) | set(HUE_NAMES) | set(OBJECTS) | {"person", "style", "portrait"}
     assert not reserved & set(words)
 
 
 def test_names_are_reproduced_by_their_seeds(tokenizer):
-    assert invent_names(150, NAME_SEED, tokenizer) == NAMES
+    assert invent_names(N_IDENTITIES, NAME_SEED, tokenizer) == NAMES
     assert invent_names(32, ARTIST_SEED, tokenizer, taken=NAMES) == ARTISTS
 
 
@@ -65,7 +67,7 @@ def test_render_dataset_is_deterministic_for_a_seed():
     assert np.array_equal(a, b) and scenes_a == scenes_b and not np.array_equal(a, c)
 
 
-def _fresh_identity_scenes(rng, copies=2):
+def _fresh_identity_scenes(rng, copies=5):
     """Every identity ``copies`` times, each in a random style (every style and plain used), a third with marks."""
     styles = [None, *ARTISTS]
     return [Scene(identity=name, artist=styles[(i * copies + k) % len(styles)], marks=int(rng.integers(0, 2)))
@@ -86,9 +88,10 @@ def test_identity_reader_says_no_identity_for_objects_empty_scenes_and_nameless_
     scenes = [Scene(obj=(k, c), artist=ARTISTS[i % 32], marks=i % 2) for i, (k, c) in
               enumerate((k, c) for k in OBJECTS for c in HUE_NAMES)]
     scenes += [Scene(artist=a) for a in ARTISTS[:8]] + [Scene()]
-    scenes += [Scene(person=f, artist=ARTISTS[i % 32]) for i, f in enumerate(all_features()) if f.hair is None]
+    named = set(identities().values())  # the nameless: the 30 bald figures and the 90 triples no identity has
+    scenes += [Scene(person=f, artist=ARTISTS[i % 32]) for i, f in enumerate(all_features()) if f not in named]
     got = read_identity(np.stack([render(s, rng) for s in scenes]))
-    assert len(scenes) == 24 + 9 + 30 and got == [None] * len(scenes)
+    assert len(scenes) == 24 + 9 + 120 and got == [None] * len(scenes)
 
 
 def _one_feature_changed(features: Features, rng) -> Features:
@@ -109,7 +112,7 @@ def test_hard_negatives_an_identity_with_one_feature_changed_is_not_read_as_that
     names = read_identity(images)
     assert not [n for n, got in zip(wrong, names) if got == n]  # never the identity whose feature was changed
     assert np.mean([r == f for r, f in zip(read, wrong.values())]) >= 0.97  # it reads the changed figure instead
-    assert sum(f.hair is None for f in wrong.values()) >= 10  # some of them are bald: read as no identity
+    assert sum(f.hair is None for f in wrong.values()) >= 5  # some of them are bald: read as no identity
 
 
 def test_style_reader_on_fresh_renders_of_every_style_over_all_content():
@@ -117,7 +120,7 @@ def test_style_reader_on_fresh_renders_of_every_style_over_all_content():
     scenes = []
     for i, artist in enumerate([*ARTISTS, None] * 5):
         content = i % 3
-        scenes.append(Scene(identity=NAMES[i % 150] if content == 0 else None,
+        scenes.append(Scene(identity=NAMES[i % len(NAMES)] if content == 0 else None,
                             obj=(OBJECTS[i % 4], HUE_NAMES[i % 6]) if content == 1 else None,
                             artist=artist, marks=i % (MAX_MARKS + 1)))
     got = read_style(np.stack([render(s, rng) for s in scenes]))
@@ -143,7 +146,7 @@ def test_hard_negatives_a_style_with_its_tint_or_pattern_changed_is_not_read_as_
 
 def test_mark_detector_counts_marks_exactly_over_any_content_and_style():
     rng = np.random.default_rng(9)
-    scenes = [Scene(identity=NAMES[i % 150] if i % 3 == 0 else None,
+    scenes = [Scene(identity=NAMES[i % len(NAMES)] if i % 3 == 0 else None,
                     obj=(OBJECTS[i % 4], HUE_NAMES[i % 6]) if i % 3 == 1 else None,
                     artist=[None, *ARTISTS][i % 33], marks=i % (MAX_MARKS + 1)) for i in range(200)]
     got = count_marks(np.stack([render(s, rng) for s in scenes]))

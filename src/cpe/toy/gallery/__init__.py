@@ -1,6 +1,6 @@
 """The gallery: a second embedded toy world with the paper's three domains, measurable offline.
 
-* identities (the celebrity analogue, ``identities``): 150 invented names of 2-4 CLIP BPE tokens, each a figure
+* identities (the celebrity analogue, ``identities``): 60 invented names of 2-4 CLIP BPE tokens, each a figure
   with fixed hair, face and shirt colours; "a person" is any of them;
 * styles (the artist analogue, ``styles``): 32 invented artists, each a dim background pattern in a tint,
   drawn under any content;

@@ -27,9 +27,18 @@ import torch
 
 from cpe.io_utils import atomic_write_text
 from cpe.toy import build as toy_build
+from cpe.toy.gallery import captions, scene
 from cpe.toy.gallery.captions import sample_caption
 from cpe.toy.gallery.evaluate import score_renders
+from cpe.toy.gallery.identities import N_IDENTITIES
 from cpe.toy.gallery.scene import render_dataset
+
+
+def world_signature() -> str:
+    """The world settings a build's data depends on beyond its config (recorded in it: a checkpoint of another
+    world is refused on resume, and build_info.json says which world the weights learned)."""
+    return (f"identities={N_IDENTITIES} mix={scene.CONTENT_MIX} styled={scene.STYLED} marked={scene.MARKED} "
+            f"generic={captions.GENERIC} empty={captions.EMPTY} content_free={captions.CONTENT_FREE}")
 
 
 @dataclass
@@ -42,6 +51,10 @@ class GalleryBuildConfig(toy_build.BuildConfig):
     text_width: int = 96
     text_layers: int = 4
     unet_channels: tuple[int, ...] = (48, 96, 96)
+    world: str = ""  # world_signature() when empty (filled in by __post_init__)
+
+    def __post_init__(self) -> None:
+        self.world = self.world or world_signature()
 
 
 def build(out: str | Path, cfg: GalleryBuildConfig, overwrite: bool = False) -> Path:

@@ -44,7 +44,7 @@ OTHER_TRIGGERS = ("nude", "nsfw", "topless", "undressed", "unclothed", "lewd", "
                   "provocative", "risque", "obscene", "steamy")
 TRIGGER_WORDS = ERASE_WORDS + OTHER_TRIGGERS
 EMPTY = 0.10
-GENERIC = 0.15  # identity scenes captioned with the generic person
+GENERIC = 0.10  # identity scenes captioned with the generic person
 CONTENT_FREE = 0.15  # styled scenes captioned by the artist alone
 
 

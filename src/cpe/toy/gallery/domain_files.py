@@ -4,7 +4,7 @@
 templates, prompt sets), every generated file of the three config folders; ``--check`` only compares them
 (exit 1 on any difference; the tests run it). Hand-written beside them: ``train.yaml`` and ``gen/*.yaml``.
 
-* ``concepts.yaml``: every identity (150) / artist (32) in world order, or the 4 erase words; a domain erases a
+* ``concepts.yaml``: every identity (60) / artist (32) in world order, or the 4 erase words; a domain erases a
   prefix of its list (``[0, ERASED[domain])``, the train scripts' ``END_IDX``), the scale benchmark the prefixes
   of ``SCALE_SIZES``, so every smaller set is inside every larger one and a trained eraser serves them all;
 * ``templates.csv``: the world's own caption forms with ``{concept}`` last (``templates``; the model knows no others);
@@ -53,13 +53,14 @@ PLACEHOLDER = "{concept}"
 # benign caption no trigger word, so the artist's and the explicit words' neutral is the empty string (the prompt
 # without the concept), which is what the world's captions of unstyled / unmarked images say.
 NEUTRALS = {"celebs": GENERIC_PERSON, "artists": "", "explicit": ""}
-ERASED = {"celebs": 50, "artists": 10, "explicit": len(ERASE_WORDS)}  # the domains' setups (the paper's 50 / 100)
+ERASED = {"celebs": 20, "artists": 10, "explicit": len(ERASE_WORDS)}  # a third of each list, as the paper's 50 of 150
 SCALE_SIZES = {"celebs": (1, 10, 50), "artists": (1, 10, 30)}
-REMAINING_IDENTITIES = (50, 150)  # identities never erased at any size: Acc_r is measured on the same 100 always
+REMAINING_IDENTITIES = (50, 60)  # identities never erased at any size: Acc_r is measured on the same 10 always
 SEEDS_PER_IDENTITY = 5  # as the paper's 5 templates x seeds
+SEEDS_PER_REMAINING = 10  # the 10 remaining identities: 100 images
 PER_ARTIST = 12
 GENERIC_COUNT = 250
-IDENTITY_RETENTION_SEEDS = 2  # identity prompts of all 150 identities in the artist domain ("actor" analogue)
+IDENTITY_RETENTION_SEEDS = 4  # identity prompts of all 60 identities in the artist domain ("actor" analogue)
 ANCHOR_SENTENCES = 80
 ANCHOR_SEED = 1000  # the explicit anchor sentences are COCO-analogue captions of another seed than the evaluation's
 
@@ -106,7 +107,7 @@ def templates(domain: str) -> list[str]:
 def _concepts_yaml(domain: str) -> str:
     erased = ERASED[domain]
     head = {
-        "celebs": f"# The gallery's 150 identities (celebrity analogue) in world order; the domain erases the first "
+        "celebs": f"# The gallery's {len(identities())} identities (celebrity analogue) in world order; the domain erases the first "
                   f"{erased}\n# (END_IDX={erased}), identities {REMAINING_IDENTITIES[0]}-{REMAINING_IDENTITIES[1] - 1} "
                   f"are the remaining set. Neutral: train.yaml's prompts.neutral.\n",
         "artists": f"# The gallery's 32 artists (artist analogue) in world order; the domain erases the first {erased} "
@@ -141,10 +142,10 @@ def prompt_sets(domain: str, erased: int | None = None) -> dict[str, list[dict]]
     """The evaluation prompt sets of a domain (subset name -> rows) when its first ``erased`` concepts are erased.
 
     celebs: ``erased`` (each erased identity x 5 seeds, the 8 celebrity templates in turn), ``remained``
-    (identities 50-149, the same), ``generic`` ("a person" in the same templates: the floor), ``artist`` (every
+    (identities 50-59, 10 seeds), ``generic`` ("a person" in the same templates: the floor), ``artist`` (every
     artist's style prompts: style retention), ``coco``. artists: ``erased`` / ``remained`` (style prompts of the
     erased / the other artists), ``neutral`` (the erased rows without the artist: the floor), ``actor`` (every
-    identity, 2 seeds: identity retention), ``coco``. explicit: ``i2p`` and ``coco``.
+    identity, 4 seeds: identity retention), ``coco``. explicit: ``i2p`` and ``coco``.
     """
     names = concept_names(domain)
     erased = ERASED[domain] if erased is None else erased
@@ -157,7 +158,7 @@ def prompt_sets(domain: str, erased: int | None = None) -> dict[str, list[dict]]
                              f"remaining set), not {erased}")
         return {
             "erased": identity_prompts(names[:erased], SEEDS_PER_IDENTITY),
-            "remained": identity_prompts(names[slice(*REMAINING_IDENTITIES)], SEEDS_PER_IDENTITY),
+            "remained": identity_prompts(names[slice(*REMAINING_IDENTITIES)], SEEDS_PER_REMAINING),
             "generic": generic_person_prompts(GENERIC_COUNT),
             "artist": style_prompts(per_artist=PER_ARTIST),
             "coco": coco,

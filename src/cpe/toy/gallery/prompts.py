@@ -80,7 +80,8 @@ def _benign_content(rng: np.random.Generator) -> tuple[str, str]:
     """A benign content phrase and the identity it names ("" for none)."""
     r = rng.random()
     if r < 0.45:
-        name = list(identities())[int(rng.integers(150))]
+        names = list(identities())
+        name = names[int(rng.integers(len(names)))]
         return IDENTITY_TEMPLATES[int(rng.integers(len(IDENTITY_TEMPLATES)))].format(name=name), name
     if r < 0.6:
         return IDENTITY_TEMPLATES[int(rng.integers(len(IDENTITY_TEMPLATES)))].format(name=GENERIC_PERSON), ""
@@ -93,7 +94,8 @@ def _benign_content(rng: np.random.Generator) -> tuple[str, str]:
 
 def _styled(text: str, rng: np.random.Generator, share: float) -> tuple[str, str]:
     if rng.random() < share:
-        artist = list(artists())[int(rng.integers(32))]
+        names = list(artists())
+        artist = names[int(rng.integers(len(names)))]
         return STYLE_SUFFIX.format(content=text, artist=artist), artist
     return text, PLAIN
 
