@@ -107,8 +107,9 @@ def templates(domain: str) -> list[str]:
 def _concepts_yaml(domain: str) -> str:
     erased = ERASED[domain]
     head = {
-        "celebs": f"# The gallery's {len(identities())} identities (celebrity analogue) in world order; the domain erases the first "
-                  f"{erased}\n# (END_IDX={erased}), identities {REMAINING_IDENTITIES[0]}-{REMAINING_IDENTITIES[1] - 1} "
+        "celebs": f"# The gallery's {len(identities())} identities (celebrity analogue) in world order; the domain "
+                  f"erases the first {erased}\n# (END_IDX={erased}), identities "
+                  f"{REMAINING_IDENTITIES[0]}-{REMAINING_IDENTITIES[1] - 1} "
                   f"are the remaining set. Neutral: train.yaml's prompts.neutral.\n",
         "artists": f"# The gallery's 32 artists (artist analogue) in world order; the domain erases the first {erased} "
                    f"(END_IDX={erased}),\n# the other {len(artists()) - erased} remain. Neutral: train.yaml's "
