@@ -64,7 +64,7 @@ def _celeb_sets() -> dict[str, list[dict]]:
     names = list(identities())
     return {"erased": identity_prompts(names[:1], N_TARGET),  # the 8 celebrity templates in turn
             "generic": generic_person_prompts(N_TARGET),
-            "remained": identity_prompts(names[1:], 1)}  # each other identity once (149 images)
+            "remained": identity_prompts(names[1:], 1)}  # each other identity once (59 images)
 
 
 def _artist_sets() -> dict[str, list[dict]]:
@@ -185,7 +185,7 @@ def test_erasing_an_identity_reaches_its_floor_and_keeps_the_other_identities(wo
     rates = {"before": _rate(before["erased"], "identity", name), "after": _rate(after["erased"], "identity", name),
              "floor": _rate(before["generic"], "identity", name), "n": len(before["erased"]),
              "n_floor": len(before["generic"])}
-    _check("celebs", rates, {"identity accuracy, the other 149 identities":
+    _check("celebs", rates, {"identity accuracy, the other 59 identities":
                              (_kept(before["remained"], "identity"), _kept(after["remained"], "identity"))})
 
 
