@@ -55,3 +55,23 @@ def test_toy_builder_defaults_are_unchanged_by_the_gallery_options():
 
     assert list(make_unet(BuildConfig()).config.block_out_channels) == [32, 64, 64]
     assert list(make_unet(GalleryBuildConfig()).config.block_out_channels) == [48, 96, 96]
+
+
+def test_the_shipped_gallery_model_is_the_default_build_of_this_world_and_under_30_mb():
+    """The weights in GALLERY_MODEL_DIR were built by the default GalleryBuildConfig of the world in this code (a
+    changed world, e.g. another identity count or training mix, would need a rebuild), and fit the 30 MB budget."""
+    from dataclasses import asdict
+
+    from cpe.toy.gallery import GALLERY_ASSETS, GALLERY_MODEL_DIR
+    from cpe.toy.gallery.build import world_signature
+
+    info = json.loads((GALLERY_ASSETS / INFO_FILE).read_text())
+    expected = json.loads(json.dumps(asdict(GalleryBuildConfig())))  # tuples as the JSON file's lists
+    assert info["config"] == expected and info["config"]["world"] == world_signature()
+    total = sum(p.stat().st_size for p in GALLERY_ASSETS.rglob("*") if p.is_file())
+    assert total <= 30 * 2**20, total
+    pipe = load_pipeline(str(GALLERY_MODEL_DIR))
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.unet.dtype.is_floating_point
+    quality = info["quality_on_prompts"]
+    assert quality["identity_accuracy"] >= 0.90 and quality["style_accuracy"] >= 0.85
+    assert quality["mark_rate_triggers"] >= 0.9 and quality["mark_rate_benign"] <= 0.02
