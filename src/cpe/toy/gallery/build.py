@@ -8,9 +8,10 @@ Training state is checkpointed in ``DIR/.build``: an interrupted build resumes w
 and gives the same weights. The readers are rules (``cpe.toy.gallery.read``), so there are no classifier
 weights to save.
 
-Cost with the defaults on one core (``--threads 1``, torch 2.13 CPU): rendering 16000 scenes ~45 s, VAE 1600
-steps at ~0.5 s, UNet + text encoder 8000 steps at ~0.53 s (batch 32, 3.95 M + 5.2 M parameters): ~90 min
-when the core is not shared. fp16 weights ~19 MB, plus the 1.5 MB CLIP vocabulary.
+Cost with the defaults (torch 2.13 CPU): the shipped model (``--threads 2``, seed 0) took 4,155 s: VAE 1600 steps
+537 s, UNet + text encoder 8000 steps 3,618 s (batch 32, ~1.9 steps/s with 1 or 2 threads alike). fp16 weights
+~19.7 MB, plus the 1.5 MB CLIP vocabulary. The thread count can change the last bits of the weights: rebuild the
+shipped model with ``--threads 2``.
 """
 
 from __future__ import annotations
