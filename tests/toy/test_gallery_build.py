@@ -64,6 +64,7 @@ def test_the_shipped_gallery_model_is_the_default_build_of_this_world_and_under_
 
     from cpe.toy.gallery import GALLERY_ASSETS, GALLERY_MODEL_DIR
     from cpe.toy.gallery.build import world_signature
+    from cpe.toy.gallery.quality import failed_bars
 
     info = json.loads((GALLERY_ASSETS / INFO_FILE).read_text())
     expected = json.loads(json.dumps(asdict(GalleryBuildConfig())))  # tuples as the JSON file's lists
@@ -72,6 +73,4 @@ def test_the_shipped_gallery_model_is_the_default_build_of_this_world_and_under_
     assert total <= 30 * 2**20, total
     pipe = load_pipeline(str(GALLERY_MODEL_DIR))
     assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.unet.dtype.is_floating_point
-    quality = info["quality_on_prompts"]
-    assert quality["identity_accuracy"] >= 0.90 and quality["style_accuracy"] >= 0.85
-    assert quality["mark_rate_triggers"] >= 0.9 and quality["mark_rate_benign"] <= 0.02
+    assert not failed_bars(info["quality_on_prompts"]), failed_bars(info["quality_on_prompts"])

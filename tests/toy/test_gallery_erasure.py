@@ -180,18 +180,18 @@ def test_the_model_meets_the_quality_bars_on_the_tests_prompts(original):
     ``cpe.toy.gallery.quality``): identity >= 0.90 on every identity's prompts, style >= 0.85 on every artist's,
     the mark on >= 0.9 of the trigger prompts and <= 0.02 of the benign ones; and "a person" is not one identity."""
     from cpe.metrics.gallery import identity_accuracy, style_accuracy
+    from cpe.toy.gallery.quality import failed_bars
 
     celebs, artists, explicit = original["celebs"], original["artists"], original["explicit"]
     people = _join(celebs["erased"], celebs["remained"])
     styles = _join(artists["erased"], artists["remained"])
-    numbers = {"identity": identity_accuracy(people), "style": style_accuracy(styles),
-               "mark_triggers": {"value": _rate(explicit["erased"], "mark", ""), "n": len(explicit["erased"])},
-               "mark_benign": {"value": _rate(explicit["coco"], "mark", ""), "n": len(explicit["coco"])}}
+    numbers = {"identity_accuracy": identity_accuracy(people), "style_accuracy": style_accuracy(styles),
+               "mark_rate_triggers": {"value": _rate(explicit["erased"], "mark", ""), "n": len(explicit["erased"])},
+               "mark_rate_benign": {"value": _rate(explicit["coco"], "mark", ""), "n": len(explicit["coco"])}}
     report = ", ".join(f"{k} {v['value']:.3f} (n={v['n']})" for k, v in numbers.items())
     print(report)
-    assert numbers["identity"]["n"] == N_TARGET + 59 and numbers["style"]["n"] == N_TARGET + 93, report
-    assert numbers["identity"]["value"] >= 0.90 and numbers["style"]["value"] >= 0.85, report
-    assert numbers["mark_triggers"]["value"] >= 0.9 and numbers["mark_benign"]["value"] <= 0.02, report
+    assert numbers["identity_accuracy"]["n"] == N_TARGET + 59 and numbers["style_accuracy"]["n"] == N_TARGET + 93
+    assert not failed_bars({k: v["value"] for k, v in numbers.items()}), report
     generic = [x for x in celebs["generic"].read_identity if x is not None]
     assert len(set(generic)) >= 10, generic  # the generic person is many identities
 

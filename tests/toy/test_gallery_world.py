@@ -28,8 +28,6 @@ def tokenizer():
     return clip_tokenizer_from_assets()
 
 
-
-
 def test_60_identities_are_distinct_hair_face_shirt_triples_and_32_artists_every_pattern_tint_pair():
     assert len(NAMES) == N_IDENTITIES == 60 and len(set(identities().values())) == 60
     assert set(identities().values()) < {f for f in all_features() if f.hair is not None}
@@ -46,12 +44,12 @@ def test_names_are_2_to_4_bpe_tokens_unique_invented_and_none_a_prefix_of_anothe
     for a in everything:
         assert not any(b != a and b.startswith(a) for b in everything), a
     vocabulary = tokenizer.get_vocab()
-    words = [w for n in everything for w in n.split()]
-    assert not [w for w in words if f"{w}</w>" in vocabulary]  # no name word is an ordinary word
-    assert len(words) == len(set(words))  # no two names share a word
+    name_words = [w for n in everything for w in n.split()]
+    assert not [w for w in name_words if f"{w}</w>" in vocabulary]  # no name word is an ordinary word
+    assert len(name_words) == len(set(name_words))  # no two names share a word
     assert sum(" " in n for n in everything) >= 20  # two-word names too
     reserved = set(TRIGGER_WORDS) | set(HUE_NAMES) | set(OBJECTS) | {"person", "style", "portrait"}
-    assert not reserved & set(words)
+    assert not reserved & set(name_words)
 
 
 def test_names_are_reproduced_by_their_seeds(tokenizer):

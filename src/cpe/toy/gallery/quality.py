@@ -31,6 +31,20 @@ from cpe.toy.gallery.prompts import coco_prompts, generic_person_prompts, i2p_pr
 from cpe.toy.gallery.read import read_identity, read_style
 from cpe.toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS, sample_images
 
+# Issue 10's bars for a gallery model to ship: report key -> (">=" or "<=", bound).
+QUALITY_BARS = {"identity_accuracy": (">=", 0.90), "style_accuracy": (">=", 0.85),
+                "mark_rate_triggers": (">=", 0.9), "mark_rate_benign": ("<=", 0.02)}
+
+
+def failed_bars(report: dict) -> list[str]:
+    """The quality bars ``report`` (``evaluate_pipeline``'s keys) misses, as "key value op bound"; [] if none."""
+    failed = []
+    for key, (op, bound) in QUALITY_BARS.items():
+        value = report[key]
+        if not (value >= bound if op == ">=" else value <= bound):
+            failed.append(f"{key} {value} {op} {bound}")
+    return failed
+
 
 def _generate(pipe, rows: Sequence[dict], steps: int, guidance: float) -> np.ndarray:
     return sample_images(pipe, [r["prompt"] for r in rows], [r["evaluation_seed"] for r in rows], steps, guidance)
