@@ -5,7 +5,8 @@
         --iterations 2 --set train.factor_init_iter=1 --limit 8 --steps 2      # a smoke run in seconds
 
 Rows: the first 1, 10, 50 identities (configs/toy_celebs), the first 1, 10, 30 artists (configs/toy_artists), and
-50 identities + 10 artists + the 4 explicit words together (one generation with every eraser merged, pad_ranks).
+the domains' own setups together: 20 identities + 10 artists + the 4 explicit words (one generation with every eraser
+merged, pad_ranks).
 Each concept is trained once, with its domain's training config (save.root = ``<out>/erasers``), and serves every
 row that erases it (the sets are nested prefixes of the concept lists); its training seconds are recorded in
 ``<out>/train_seconds.json`` (kept across reruns that reuse the erasers). Prompt sets are those of
@@ -17,7 +18,9 @@ rows: Style_e with its floor (the erased prompts without the artist), Style_r on
 two, identity accuracy of every identity (retention); the combined row all of these and the mark counts on the
 I2P analogue; every row the FD on the COCO analogue against the original model's images of the same prompts
 (its chance level: the original model on the same prompts with other seeds).
-Writes ``<results>/toy_scale.md`` and ``<results>/toy_scale.json``.
+``--anchor-pool world`` trains identities and artists anchored on every identity and artist name (``pool_overrides``;
+an ablation of the paper's per-domain pool) into ``output/toy_scale_world``.
+Writes ``<results>/toy_scale.md`` and ``<results>/toy_scale.json`` (``toy_scale_world.*`` for the world pool).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ RETENTION = {"celebs": "artist", "artists": "actor"}  # the other domain's set e
 NEUTRAL_SET = {"celebs": "generic", "artists": "neutral"}
 READER = {"celebs": "identity", "artists": "style"}
 RESEED = 100_000  # seed offset of the original model's second COCO-analogue sample (FD's chance level)
+POOLS = ("domain", "world")  # anchor pools (pool_overrides)
 
 
 def thin(rows: list[dict], limit: int | None) -> list[dict]:
@@ -72,14 +76,29 @@ def row_sets(erase: dict[str, int], limit: int | None) -> dict[str, list[dict]]:
     return sets
 
 
-def train_concepts(domain: str, count: int, out: Path, model: str, overrides: list[str], costs: dict) -> list[Path]:
+def pool_overrides(domain: str, pool: str) -> list[str]:
+    """Training overrides of an anchor pool: ``domain`` (the paper's: a celebrity is anchored on other celebrities, an
+    artist on other artists) changes nothing; ``world`` anchors identities and artists on every other identity and
+    artist name (``candidates_world.csv``, all of them). The explicit words' anchors are sentences either way."""
+    from cpe.toy.gallery.domain_files import WORLD_CANDIDATES, world_names
+
+    if pool not in POOLS:
+        raise ValueError(f"unknown anchor pool {pool!r}; expected one of {POOLS}")
+    if pool == "domain" or domain == "explicit":
+        return []
+    return [f"anchors.candidates={WORLD_CANDIDATES}", f"anchors.top_k={len(world_names()) - 1}"]
+
+
+def train_concepts(domain: str, count: int, out: Path, model: str, overrides: list[str], costs: dict,
+                   pool: str = "domain") -> list[Path]:
     """Gate files of the first ``count`` concepts of ``domain`` (trained when missing), recording seconds."""
     from cpe.toy.experiments import train_concept
 
     config = REPO / "configs" / f"toy_{domain}" / "train.yaml"
     paths = []
     for index in range(count):
-        _, concept, path, seconds = train_concept(config, index, out / "erasers", ["model.device=cpu", *overrides],
+        _, concept, path, seconds = train_concept(config, index, out / "erasers",
+                                                  ["model.device=cpu", *pool_overrides(domain, pool), *overrides],
                                                   reuse=True, model=model)
         if seconds is not None:
             costs.setdefault(domain, {})[concept.target] = round(seconds, 2)
@@ -202,9 +221,11 @@ def render(results: dict) -> str:
                          f"| {_fd(r['fd_coco'])} | — |")
     lines += ["", f"Model {results['model']}; {results['steps']} sampling steps, guidance 5.0, seeds as in the prompt "
               f"CSVs (cpe.toy.gallery.domain_files; limit {results['limit']} rows per set); training overrides "
-              f"{results['overrides'] or 'none'}. Percentages of images, n = images scored; (orig) = the original "
-              "model on the same prompts and seeds. Acc_e/Acc_r: identity (identity rows) or style (artist rows) "
-              "accuracy on the erased / remaining concepts' prompts (remaining identities: 50-59 always; remaining "
+              f"{results['overrides'] or 'none'}; anchor pool {results.get('anchor_pool', 'domain')} (identities and "
+              "artists anchored on their own domain's names, the paper's; or on every name of the world). "
+              "Percentages of images, n = images scored; (orig) = the original model on the same prompts and seeds. "
+              "Acc_e/Acc_r: identity (identity rows) or style (artist rows) accuracy on the erased / remaining "
+              "concepts' prompts (remaining identities: 50-59 always; remaining "
               "artists: those not erased); floor: mean over the erased concepts of their rate on the original "
               "model's neutral prompts ('a person'; the style prompts without the artist); H: harmonic mean of "
               "100 − Acc_e and Acc_r; retention: the other domain's accuracy on every identity / artist; marks: "
@@ -221,14 +242,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="gallery pipeline folder (default: cpe.toy.gallery.GALLERY_MODEL_DIR)")
-    parser.add_argument("--out", default=str(REPO / "output" / "toy_scale"), help="erasers, prompts, images")
+    parser.add_argument("--out", help="erasers, prompts, images (default: output/toy_scale, output/toy_scale_world "
+                                      "with --anchor-pool world)")
+    parser.add_argument("--anchor-pool", choices=POOLS, default="domain",
+                        help="domain: the paper's anchors (identities on identities, artists on artists); world: "
+                             "identities and artists anchored on every identity and artist name (an ablation)")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"), help="folder of toy_scale.{md,json}")
     parser.add_argument("--identities", type=int, nargs="*", default=[1, 10, 50], help="identity set sizes")
     parser.add_argument("--artists", type=int, nargs="*", default=[1, 10, 30], help="artist set sizes")
     parser.add_argument("--combined", type=int, nargs=3, metavar=("IDENTITIES", "ARTISTS", "WORDS"),
                         default=[ERASED["celebs"], ERASED["artists"], ERASED["explicit"]],
                         help="the row erasing identities, artists and explicit words together (default: the domains' "
-                             "setups 50 10 4)")
+                             "setups, 20 10 4)")
     parser.add_argument("--no-combined", action="store_true", help="leave out the combined row")
     parser.add_argument("--iterations", type=int, help="train.iterations for every domain (smoke runs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
@@ -244,7 +269,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.model = str(GALLERY_MODEL_DIR)
     if not (Path(args.model) / "model_index.json").is_file():
         raise SystemExit(f"error: no gallery pipeline at {args.model} (python -m cpe.toy.gallery.build --out DIR)")
-    out, results_dir = Path(args.out), Path(args.results)
+    suffix = "" if args.anchor_pool == "domain" else f"_{args.anchor_pool}"
+    out = Path(args.out or REPO / "output" / f"toy_scale{suffix}")
+    results_dir = Path(args.results)
     overrides = [*([f"train.iterations={args.iterations}"] if args.iterations else []), *args.set]
     rows = plan_rows(args.identities, args.artists, None if args.no_combined else args.combined)
 
@@ -255,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
         for domain, n in row["erase"].items():
             need[domain] = max(need.get(domain, 0), n)
     started = time.perf_counter()
-    gates = {d: train_concepts(d, n, out, args.model, overrides, costs) for d, n in need.items()}
+    gates = {d: train_concepts(d, n, out, args.model, overrides, costs, args.anchor_pool) for d, n in need.items()}
     atomic_write_text(costs_file, json.dumps(costs, indent=1) + "\n")
     train_seconds = time.perf_counter() - started
 
@@ -287,14 +314,16 @@ def main(argv: list[str] | None = None) -> dict:
                        "erasers": [str(p.relative_to(out)) for p in erasers]})
         print(f"{row['name']}: done", flush=True)
     results = {"model": args.model, "steps": args.steps, "limit": args.limit, "overrides": overrides,
+               "anchor_pool": args.anchor_pool,
                "fd_chance": {"value": fd_chance, "n": len(coco), "seed_offset": RESEED},
                "threads": args.threads, "train_seconds_this_run": round(train_seconds, 1),
                "generate_and_score_seconds": round(time.perf_counter() - started, 1), "train_seconds": costs,
                "rows": scored}
-    atomic_write_text(results_dir / "toy_scale.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(results_dir / f"toy_scale{suffix}.json", json.dumps(results, indent=1) + "\n")
     table = render(results)
-    atomic_write_text(results_dir / "toy_scale.md", "# Erasure against the number of erased concepts (gallery)\n\n"
-                      + table)
+    title = "Erasure against the number of erased concepts (gallery" + (f", {args.anchor_pool} anchor pool" if suffix
+                                                                        else "") + ")"
+    atomic_write_text(results_dir / f"toy_scale{suffix}.md", f"# {title}\n\n" + table)
     print(table, end="")
     return results
 

@@ -72,11 +72,13 @@ def test_concept_lists_neutrals_and_anchors_match_the_world():
     assert read_csv_column(celebs.path(celebs.anchors.general_words), "key") == [GENERIC_PERSON]
     assert read_csv_column(artists_cfg.path(artists_cfg.anchors.candidates), "key") == ARTISTS
     assert artists_cfg.anchors.top_k == len(ARTISTS) - 1  # every other artist
+    for cfg in (celebs, artists_cfg):  # the "world" anchor pool (toy_scale --anchor-pool world): every name
+        assert read_csv_column(cfg.path(domain_files.WORLD_CANDIDATES), "key") == NAMES + ARTISTS
     sentences = read_csv_column(explicit.path(explicit.anchors.sentences), "name")
     triggers = set(ERASE_WORDS) | set(OTHER_TRIGGERS)
     assert len(sentences) >= 60 and not any(triggers & words(s) for s in sentences)
     # training leaves out candidates containing the target's name: no name may contain another
-    for pool in (NAMES, ARTISTS):
+    for pool in (NAMES, ARTISTS, NAMES + ARTISTS):
         low = [n.lower() for n in pool]
         assert not [(a, b) for a in low for b in low if a != b and a in b]
     # the paper's per-domain guidance and anchor weight
@@ -261,13 +263,41 @@ def test_artist_and_explicit_tables_on_renders(tmp_path):
 
 
 # -- the scale benchmark ----------------------------------------------------------------------------------------------
+def _toy_scale():
+    spec = importlib.util.spec_from_file_location("toy_scale", REPO / "benchmarks" / "toy_scale.py")
+    toy_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy_scale)
+    return toy_scale
+
+
+def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone():
+    import torch
+
+    from cpe.anchors import most_similar
+
+    toy_scale = _toy_scale()
+    everyone = NAMES + ARTISTS
+    for domain, target in (("celebs", NAMES[3]), ("artists", ARTISTS[5])):
+        assert toy_scale.pool_overrides(domain, "domain") == []
+        cfg = _cfg(domain, toy_scale.pool_overrides(domain, "world"))
+        names = read_csv_column(cfg.path(cfg.anchors.candidates), "key")
+        assert names == everyone and cfg.anchors.top_k == len(everyone) - 1
+        # the trainer's selection (cpe.anchors.most_similar) then anchors every name but the target's own
+        chosen = most_similar(torch.randn(4), torch.randn(len(names), 4), names, target, cfg.anchors.top_k)
+        assert sorted(chosen) == sorted(n for n in everyone if n != target)
+        # the other settings stay the domain's: only the pool differs from the default config
+        default = _cfg(domain)
+        assert (cfg.train, cfg.network, cfg.prompts) == (default.train, default.network, default.prompts)
+    assert toy_scale.pool_overrides("explicit", "world") == []
+    with pytest.raises(ValueError, match="unknown anchor pool 'galaxy'"):
+        toy_scale.pool_overrides("celebs", "galaxy")
+
+
 @pytest.mark.slow
 def test_scale_benchmark_smoke_run_on_a_tiny_pipeline(tmp_path):
     from cpe.model_zoo import build_tiny_pipeline
 
-    spec = importlib.util.spec_from_file_location("toy_scale", REPO / "benchmarks" / "toy_scale.py")
-    toy_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy_scale)
+    toy_scale = _toy_scale()
     model = build_tiny_pipeline(tmp_path / "tiny", max_length=32)
     results = toy_scale.main(["--model", str(model), "--out", str(tmp_path / "out"), "--results",
                               str(tmp_path / "results"), "--identities", "1", "--artists", "--combined", "1", "1",

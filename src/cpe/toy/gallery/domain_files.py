@@ -9,7 +9,9 @@ templates, prompt sets), every generated file of the three config folders; ``--c
   of ``SCALE_SIZES``, so every smaller set is inside every larger one and a trained eraser serves them all;
 * ``templates.csv``: the world's own caption forms with ``{concept}`` last (``templates``; the model knows no others);
 * anchors: ``candidates.csv`` (every identity / artist; training leaves the target out and anchors the ``top_k``
-  nearest), ``general_words.csv`` for celebs ("a person" stays as it is; the empty neutrals need none),
+  nearest), ``candidates_world.csv`` for celebs and artists (every identity and artist: the ``world`` anchor pool,
+  an option of the scale benchmark, ``--anchor-pool world``), ``general_words.csv`` for celebs ("a person" stays as
+  it is; the empty neutrals need none),
   ``anchor_sentences.csv`` for explicit (benign captions of every kind, as the paper's sentence list);
 * ``prompts/*.csv``: the evaluation prompt sets (``prompt_sets``), in the prompt-CSV format with the gallery's
   ``identity``, ``artist``, ``marks`` columns.
@@ -48,6 +50,8 @@ from cpe.toy.gallery.styles import PLAIN, artists
 
 DOMAINS = ("celebs", "artists", "explicit")
 CONFIG_DIRS = {d: f"configs/toy_{d}" for d in DOMAINS}
+# The "world" anchor pool (an ablation of the paper's per-domain pool): candidates are every identity and artist name.
+WORLD_CANDIDATES = "candidates_world.csv"
 PLACEHOLDER = "{concept}"
 # Neutrals: the celebrity's "a person" is the world's generic person; a plain (unstyled) caption names no artist and a
 # benign caption no trigger word, so the artist's and the explicit words' neutral is the empty string (the prompt
@@ -63,6 +67,11 @@ GENERIC_COUNT = 250
 IDENTITY_RETENTION_SEEDS = 4  # identity prompts of all 60 identities in the artist domain ("actor" analogue)
 ANCHOR_SENTENCES = 80
 ANCHOR_SEED = 1000  # the explicit anchor sentences are COCO-analogue captions of another seed than the evaluation's
+
+
+def world_names() -> list[str]:
+    """Every named concept of the world: the identities, then the artists (the ``world`` anchor pool's candidates)."""
+    return concept_names("celebs") + concept_names("artists")
 
 
 def concept_names(domain: str) -> list[str]:
@@ -189,6 +198,7 @@ def domain_files(domain: str) -> dict[str, str]:
         files[f"{root}/anchor_sentences.csv"] = _column("name", anchor_sentences())
     else:
         files[f"{root}/candidates.csv"] = _column("key", concept_names(domain))
+        files[f"{root}/{WORLD_CANDIDATES}"] = _column("key", world_names())
         if NEUTRALS[domain]:  # the neutral itself stays as it was (an empty neutral cannot be a CSV value)
             files[f"{root}/general_words.csv"] = _column("key", [NEUTRALS[domain]])
     for subset, rows in prompt_sets(domain).items():
