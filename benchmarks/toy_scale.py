@@ -41,7 +41,10 @@ RETENTION = {"celebs": "artist", "artists": "actor"}  # the other domain's set e
 NEUTRAL_SET = {"celebs": "generic", "artists": "neutral"}
 READER = {"celebs": "identity", "artists": "style"}
 RESEED = 100_000  # seed offset of the original model's second COCO-analogue sample (FD's chance level)
-POOLS = ("domain", "world")  # anchor pools (pool_overrides)
+POOLS = {  # anchor pools (pool_overrides) -> what they anchor
+    "domain": "identities anchored on identities, artists on artists (the paper's)",
+    "world": "identities and artists anchored on every identity and artist name (an ablation)",
+}
 
 
 def thin(rows: list[dict], limit: int | None) -> list[dict]:
@@ -83,7 +86,7 @@ def pool_overrides(domain: str, pool: str) -> list[str]:
     from cpe.toy.gallery.domain_files import WORLD_CANDIDATES, world_names
 
     if pool not in POOLS:
-        raise ValueError(f"unknown anchor pool {pool!r}; expected one of {POOLS}")
+        raise ValueError(f"unknown anchor pool {pool!r}; expected one of {tuple(POOLS)}")
     if pool == "domain" or domain == "explicit":
         return []
     return [f"anchors.candidates={WORLD_CANDIDATES}", f"anchors.top_k={len(world_names()) - 1}"]
@@ -193,7 +196,13 @@ def _fd(entry: dict) -> str:
     return f"{_num(None if entry['value'] is None else max(entry['value'], 0.0), 2)} (n={entry['n']})"
 
 
+def title(pool: str) -> str:
+    return "Erasure against the number of erased concepts (gallery" + ("" if pool == "domain" else f", {pool} anchor "
+                                                                      "pool") + ")"
+
+
 def render(results: dict) -> str:
+    pool = results.get("anchor_pool", "domain")
     header = ["row", "domain", "erased", "Acc_e ↓ (orig)", "floor", "Acc_r ↑ (orig)", "H ↑", "retention ↑ (orig)",
               "marks I2P ↓ (orig)", "FD COCO ↓", "train s / concept"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -221,8 +230,7 @@ def render(results: dict) -> str:
                          f"| {_fd(r['fd_coco'])} | — |")
     lines += ["", f"Model {results['model']}; {results['steps']} sampling steps, guidance 5.0, seeds as in the prompt "
               f"CSVs (cpe.toy.gallery.domain_files; limit {results['limit']} rows per set); training overrides "
-              f"{results['overrides'] or 'none'}; anchor pool {results.get('anchor_pool', 'domain')} (identities and "
-              "artists anchored on their own domain's names, the paper's; or on every name of the world). "
+              f"{results['overrides'] or 'none'}; anchor pool {pool}: {POOLS[pool]}. "
               "Percentages of images, n = images scored; (orig) = the original model on the same prompts and seeds. "
               "Acc_e/Acc_r: identity (identity rows) or style (artist rows) accuracy on the erased / remaining "
               "concepts' prompts (remaining identities: 50-59 always; remaining "
@@ -244,9 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", help="gallery pipeline folder (default: cpe.toy.gallery.GALLERY_MODEL_DIR)")
     parser.add_argument("--out", help="erasers, prompts, images (default: output/toy_scale, output/toy_scale_world "
                                       "with --anchor-pool world)")
-    parser.add_argument("--anchor-pool", choices=POOLS, default="domain",
-                        help="domain: the paper's anchors (identities on identities, artists on artists); world: "
-                             "identities and artists anchored on every identity and artist name (an ablation)")
+    parser.add_argument("--anchor-pool", choices=list(POOLS), default="domain",
+                        help="; ".join(f"{name}: {what}" for name, what in POOLS.items()))
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"), help="folder of toy_scale.{md,json}")
     parser.add_argument("--identities", type=int, nargs="*", default=[1, 10, 50], help="identity set sizes")
     parser.add_argument("--artists", type=int, nargs="*", default=[1, 10, 30], help="artist set sizes")
@@ -321,9 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
                "rows": scored}
     atomic_write_text(results_dir / f"toy_scale{suffix}.json", json.dumps(results, indent=1) + "\n")
     table = render(results)
-    title = "Erasure against the number of erased concepts (gallery" + (f", {args.anchor_pool} anchor pool" if suffix
-                                                                        else "") + ")"
-    atomic_write_text(results_dir / f"toy_scale{suffix}.md", f"# {title}\n\n" + table)
+    atomic_write_text(results_dir / f"toy_scale{suffix}.md", f"# {title(args.anchor_pool)}\n\n" + table)
     print(table, end="")
     return results
 

@@ -190,7 +190,8 @@ def test_the_model_meets_the_quality_bars_on_the_tests_prompts(original):
                "mark_rate_benign": {"value": _rate(explicit["coco"], "mark", ""), "n": len(explicit["coco"])}}
     report = ", ".join(f"{k} {v['value']:.3f} (n={v['n']})" for k, v in numbers.items())
     print(report)
-    assert numbers["identity_accuracy"]["n"] == N_TARGET + 59 and numbers["style_accuracy"]["n"] == N_TARGET + 93
+    assert numbers["identity_accuracy"]["n"] == N_TARGET + 59 and numbers["style_accuracy"]["n"] == N_TARGET + 93, \
+        report
     assert not failed_bars({k: v["value"] for k, v in numbers.items()}), report
     generic = [x for x in celebs["generic"].read_identity if x is not None]
     assert len(set(generic)) >= 10, generic  # the generic person is many identities
