@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        from transformers.utils import logging as transformers_logging
+
         from cpe.inspect.run import run_inspection
+
+        transformers_logging.disable_progress_bar()  # the text encoder loads in a second: no bar on stderr
 
         result = run_inspection(args.model, args.erasers, prompts=args.prompt, prompt_files=args.prompts,
                                 leakage_csvs=args.leakage, out=args.out, column=args.column, device=args.device,
