@@ -77,6 +77,20 @@ def test_uniform_attention_gate_equals_sigmoid_of_the_mean_embedding_on_every_po
     assert not torch.allclose(rows[0].gates[:, 0], rows[1].gates[:, 0])  # the mean embedding differs per prompt
 
 
+def test_sdxl_gates_see_both_encoders_context_and_the_first_tokenizers_positions():
+    from cpe.toy import TOY_SDXL_MODEL_DIR
+
+    sdxl = TextSide.load(str(TOY_SDXL_MODEL_DIR))
+    layout = ResAGSpec(sdxl.width, {"lora_unet_x_to_k": 4})
+    vectors = torch.randn(2, sdxl.width, generator=torch.Generator().manual_seed(2)) * 0.05
+    (row,) = gate_table(sdxl, uniform_gates(layout, vectors), ["a red circle"])
+    context = sdxl.encode(["a red circle"])[0]  # both encoders' penultimate states side by side
+    assert context.shape[-1] == sdxl.width > sdxl.encoders[0].config.hidden_size
+    expected = torch.sigmoid(context.mean(dim=0) @ vectors.T)
+    torch.testing.assert_close(row.gates, expected[:, None].expand_as(row.gates), rtol=0, atol=1e-6)
+    assert row.tokens[: row.real] == ["<BOS>", "a", "red", "circle", "<EOS>"] and row.tokens[row.real] == PAD
+
+
 def test_each_erasers_gate_is_its_per_concept_forward_and_the_winner_the_merged_choice(text, spec):
     resag = random_gates(spec, 3)
     prompts = ["a portrait of Foumnem", "Trelvraen at a cafe", "a painting of a dog in the style of Naenniv"]
