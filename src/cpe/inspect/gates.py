@@ -79,6 +79,8 @@ def token_gates(text_side: TextSide, resag: ResAG, prompts: Sequence[str], batch
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts to inspect")
     tokens = text_side.tokenizer(prompts, padding="max_length", max_length=text_side.tokens, truncation=True,
                                  return_tensors="pt")
     weight = resag.w_query
@@ -88,9 +90,7 @@ def token_gates(text_side: TextSide, resag: ResAG, prompts: Sequence[str], batch
         per_eraser = [resag.gate(x, concept=torch.full((len(x),), n, device=weight.device)).gate
                       for n in range(resag.num_concepts)]
         gates.append(torch.stack(per_eraser, dim=1).float().cpu())
-    empty = torch.zeros(0, resag.num_concepts, text_side.tokens)
-    return TokenGates(prompts, tokens.input_ids, tokens.attention_mask.sum(dim=1),
-                      torch.cat(gates) if gates else empty)
+    return TokenGates(prompts, tokens.input_ids, tokens.attention_mask.sum(dim=1), torch.cat(gates))
 
 
 def token_labels(tokenizer, ids: Tensor, real: int) -> list[str]:

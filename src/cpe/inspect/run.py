@@ -52,6 +52,8 @@ def run_inspection(model: str, erasers: Sequence[str | Path], *, prompts: Sequen
     """
     if not erasers:
         raise ValueError("no erasers to inspect: give gate files or folders (--erasers)")
+    if (max_erasers is not None and max_erasers < 1) or top < 0:
+        raise ValueError(f"max_erasers must be at least 1 and top at least 0, got {max_erasers} and {top}")
     resag, infos = load_erasers(list(erasers), pad_ranks=pad_ranks)
     map_prompts = [p.strip() for p in prompts if p.strip()]
     for path in prompt_files:
