@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cpe.inspect import distribution, gate_table, leakage
+from cpe.inspect import distribution, format_gate_table, gate_table, leakage
 from cpe.inspect.gates import PAD, TokenGates, token_gates
 from cpe.inspect.heatmap import CELL
 from cpe.inspect.leakage import leakage_of
@@ -108,6 +108,17 @@ def test_each_erasers_gate_is_its_per_concept_forward_and_the_winner_the_merged_
     assert torch.equal(choice, merged.choice)
     torch.testing.assert_close(gate, merged.gate, rtol=0, atol=1e-6)
     assert found.gates.min() < 0.2 and found.gates.max() > 0.8 and len(set(choice.flatten().tolist())) > 1
+
+
+def test_text_table_shows_the_erasers_with_the_largest_gates_when_there_are_many(text, spec):
+    (row,) = gate_table(text, random_gates(spec, 3, seed=5), ["a portrait of Foumnem"])
+    peaks = row.gates.amax(dim=1)
+    kept = sorted(peaks.topk(2).indices.tolist())
+    table = format_gate_table([row], ["e0", "e1", "e2"], max_erasers=2)
+    header = table.splitlines()[2].split()
+    assert "(2 of 3 erasers shown: those with the largest gates)" in table
+    assert header == ["pos", "token", *[f"e{n}" for n in kept], "winner"]
+    assert table.splitlines()[3].split()[:2] == ["0", "<BOS>"] and f"{float(row.gates[kept[0], 0]):.3f}" in table
 
 
 def test_positions_split_real_tokens_from_padding(text, spec):
@@ -213,14 +224,18 @@ def test_cli_writes_the_table_heat_maps_and_leakage_report_on_the_gallery_model(
         save_gate_file(resag, tmp_path / "exp" / concept.lower() / "cpe_last.safetensors", concept=concept,
                        concept_index=i)
     out = tmp_path / "inspect"
+    listed = tmp_path / "prompts.txt"
+    listed.write_text("Foumnem smiling\n\n", encoding="utf-8")
     argv = ["--model", str(GALLERY_MODEL_DIR), "--erasers", str(tmp_path / "exp"), "--prompt", "a portrait of Foumnem",
-            "--prompt", "Trelvraen at a cafe", "--leakage", str(ERASED_CSV), "--out", str(out), "--top", "2"]
+            "--prompt", "Trelvraen at a cafe", "--prompts", str(listed), "--leakage", str(ERASED_CSV),
+            "--out", str(out), "--top", "2"]
     assert inspect_main(argv) == 0
     printed = capsys.readouterr().out
     assert "[1] a portrait of Foumnem" in printed and "<pad> x24" in printed and "leakage over 100 prompts" in printed
     assert (out / "gate_maps.txt").read_text(encoding="utf-8") in printed
     maps = sorted(out.glob("gate_map_*.png"))
-    assert [p.name for p in maps] == ["gate_map_1_a_portrait_of_Foumnem.png", "gate_map_2_Trelvraen_at_a_cafe.png"]
+    assert [p.name for p in maps] == ["gate_map_1_a_portrait_of_Foumnem.png", "gate_map_2_Trelvraen_at_a_cafe.png",
+                                      "gate_map_3_Foumnem_smiling.png"]
     with Image.open(maps[0]) as image:
         assert image.format == "PNG" and 32 * CELL[1] < image.height < 32 * CELL[1] + 250
         assert 2 * CELL[0] < image.width < 2 * CELL[0] + 300
