@@ -32,11 +32,21 @@ def fired_concepts(resag: ResAG, context: Tensor, threshold: float, active: Tens
     return [sorted(set(out.choice[b][fired[b]].tolist())) for b in range(len(context))]
 
 
+def target_pattern(target: str) -> re.Pattern:
+    """The rule for "a prompt names the target": the target as whole words, any case (``Foumnem`` names
+    ``foumnem``, ``Foumnemx`` does not)."""
+    return re.compile(rf"(?<!\w){re.escape(target.strip())}(?!\w)", re.IGNORECASE)
+
+
+def names_target(prompt: str, target: str) -> bool:
+    return target_pattern(target).search(prompt) is not None
+
+
 def neutral_prompt(prompt: str, concepts: Sequence[tuple[str, str]]) -> str:
     """``prompt`` with each (target, neutral) target replaced by its neutral; the neutrals alone if one is absent."""
     text = prompt
     for target, neutral in concepts:
-        pattern = re.compile(rf"(?<!\w){re.escape(target)}(?!\w)", re.IGNORECASE)
+        pattern = target_pattern(target)
         if not pattern.search(text):
             return ", ".join(n for _, n in concepts if n)
         text = pattern.sub(lambda _, new=neutral: new, text)
