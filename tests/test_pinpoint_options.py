@@ -13,7 +13,7 @@ from train_support import TEMPLATES, small_config
 from cpe import training
 from cpe.config import ConfigError, load_train_config
 from cpe.model_zoo import build_tiny_pipeline
-from cpe.prompts import context_templates, names_concept, read_context_words
+from cpe.prompts import context_templates, names_target, read_context_words
 from cpe.training.files import settings_difference
 from cpe.weights import read_gate_file
 
@@ -99,10 +99,10 @@ def test_context_words_files_are_checked(tmp_path):
 
 
 def test_whole_word_naming_rule():
-    assert names_concept("a photo of Adam Driver, 4k", "adam driver")
-    assert names_concept("adam driver's dog", "adam driver")
-    assert not names_concept("adam driverx on stage", "adam driver")
-    assert not names_concept("xadam driver", "adam driver")
+    assert names_target("a photo of Adam Driver, 4k", "adam driver")
+    assert names_target("adam driver's dog", "adam driver")
+    assert not names_target("adam driverx on stage", "adam driver")
+    assert not names_target("xadam driver", "adam driver")
 
 
 def test_options_extend_templates_and_anchors_and_the_corpus_leaves_the_target_out(tiny8, tmp_path):

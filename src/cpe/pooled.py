@@ -14,12 +14,12 @@ The gate decision uses the very gate the residuals use (the merged forward over 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from cpe.prompts import target_pattern  # the one whole-word rule
 from cpe.resag import ResAG
 
 
@@ -30,16 +30,6 @@ def fired_concepts(resag: ResAG, context: Tensor, threshold: float, active: Tens
         out = resag.gate(context.to(device=weight.device, dtype=weight.dtype), active=active)
     fired = out.gate > threshold
     return [sorted(set(out.choice[b][fired[b]].tolist())) for b in range(len(context))]
-
-
-def target_pattern(target: str) -> re.Pattern:
-    """The rule for "a prompt names the target": the target as whole words, any case (``Foumnem`` names
-    ``foumnem``, ``Foumnemx`` does not)."""
-    return re.compile(rf"(?<!\w){re.escape(target.strip())}(?!\w)", re.IGNORECASE)
-
-
-def names_target(prompt: str, target: str) -> bool:
-    return target_pattern(target).search(prompt) is not None
 
 
 def neutral_prompt(prompt: str, concepts: Sequence[tuple[str, str]]) -> str:

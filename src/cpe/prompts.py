@@ -119,9 +119,14 @@ def misaligned_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[str,
     return [pair for pair, a, b in zip(pairs, lengths[::2], lengths[1::2], strict=True) if a != b]
 
 
-def names_concept(text: str, target: str) -> bool:
-    """Whether ``text`` names ``target`` as a whole word (any case): "Foumnem" names it, "Foumnemx" does not."""
-    return re.search(rf"(?<!\w){re.escape(target)}(?!\w)", text, re.IGNORECASE) is not None
+def target_pattern(target: str) -> re.Pattern:
+    """The rule for "a prompt names the target", used by training (the corpus), the pooled path, the attacks and
+    the inspector: the target as whole words, any case (``Foumnem`` names ``foumnem``, ``Foumnemx`` does not)."""
+    return re.compile(rf"(?<!\w){re.escape(target.strip())}(?!\w)", re.IGNORECASE)
+
+
+def names_target(prompt: str, target: str) -> bool:
+    return target_pattern(target).search(prompt) is not None
 
 
 def read_context_words(path: str | Path) -> tuple[list[str], list[str]]:

@@ -31,8 +31,8 @@ from cpe.attacks.soft import soft_prompt
 from cpe.attacks.victim import TextSide, Victim
 from cpe.attacks.vocab import allowed_token_ids, check_round_trip, concept_token_ids, decode_words
 from cpe.io_utils import atomic_write, atomic_write_text
-from cpe.pooled import names_target, target_pattern
 from cpe.prompt_csv import GUIDANCE_COLUMN, PromptRow, read_prompt_csv
+from cpe.prompts import names_target, target_pattern
 
 MANIFEST = "attack_manifest.json"
 EMBEDDINGS = "embeddings.safetensors"

@@ -22,7 +22,7 @@ from cpe.prompts import (
     erase_pairs,
     load_templates,
     misaligned_pairs,
-    names_concept,
+    names_target,
     read_context_words,
     read_csv_column,
     unique,
@@ -186,7 +186,7 @@ def anchor_prompts(cfg: TrainConfig, side: PromptSide, model: FrozenModel, conce
 
 def corpus_prompts(side: PromptSide, concept: Concept) -> list[str]:
     """The caption corpus without the prompts that name the concept (whole word, any case)."""
-    return [q for q in side.corpus or [] if not names_concept(q, concept.target)]
+    return [q for q in side.corpus or [] if not names_target(q, concept.target)]
 
 
 def prepare_batch(
