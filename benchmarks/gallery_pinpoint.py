@@ -4,6 +4,7 @@ concepts and other words? The paper's settings (``train.yaml``) against the pinp
     python benchmarks/gallery_pinpoint.py --phase original          # the original model's images of every set
     python benchmarks/gallery_pinpoint.py --phase train --configs train train_context --seeds 0 1 2
     python benchmarks/gallery_pinpoint.py --phase eval --configs train_context --seeds 0 1 2
+    python benchmarks/gallery_pinpoint.py --phase leakage --configs train train_context --seeds 0
     python benchmarks/gallery_pinpoint.py --phase render            # benchmarks/results/gallery_pinpoint.{md,json}
 
 (``--phase all`` runs the four in turn; the phases exist so that training and the original model's images, or the
@@ -196,6 +197,55 @@ def phase_eval(evals, out: Path, model: str, configs, seeds, steps: int, extra: 
                 print(f"{config} {key}: done", flush=True)
 
 
+LEAKAGE_SETS = {"celebs": ("coco", "styled_erased", "styled_remained", "context_erased", "context_remained",
+                            "marked_remained"),
+                "artists": ("composed_erased", "composed_remained", "context_erased"),
+                "explicit": ("composed", "context")}
+
+
+def leakage_prompts(erased: list[str]) -> list[str]:
+    """The COCO analogue and every compositional and context prompt of the three domains that names none of
+    ``erased`` (whole words, any case), each once."""
+    from cpe.prompts import names_target
+    from cpe.toy.gallery.domain_files import prompt_sets
+
+    prompts = [r["prompt"] for domain, subsets in LEAKAGE_SETS.items() for subset in subsets
+               for r in prompt_sets(domain, ALL_ERASED[domain])[subset]]
+    return [q for q in dict.fromkeys(prompts) if not any(names_target(q, c) for c in erased)]
+
+
+def phase_leakage(out: Path, model: str, configs, seeds, extra: list[str]) -> None:
+    """Per eraser of the ``all`` evaluation, its largest gate per prompt over prompts that name no erased concept:
+    the percentiles of cpe.inspect.leakage, on real tokens and on padding."""
+    from cpe.inspect.leakage import leakage
+    from cpe.models import TextSide
+    from cpe.weights import load_erasers
+
+    text = TextSide.load(model)
+    for config in configs:
+        path = out / f"scores_{config}.json"
+        scores = json.loads(path.read_text()) if path.is_file() else {}
+        for seed in seeds:
+            erasers = erasers_for(ALL_ERASED, out, config, seed, model, {}, extra)
+            resag, infos = load_erasers(erasers, pad_ranks=True)
+            concepts = [info.concept for info in infos]
+            prompts = leakage_prompts(concepts)
+            report = leakage(text, resag, concepts, prompts, infos=infos, top=3)
+            scores[f"seed{seed}/leakage"] = {
+                "prompts": len(prompts),
+                "erasers": {e.concept: {t: e.stats[t]["others"] for t in ("real", "padding")} | {
+                    "worst": [{"prompt": w.prompt, "gate": w.gate, "token": w.token} for w in e.worst]}
+                    for e in report.erasers}}
+            atomic_write_text(path, json.dumps(scores, indent=1) + "\n")
+            print(f"{config} seed{seed}/leakage: done", flush=True)
+
+
+def _domain_of(concept: str) -> str:
+    from cpe.toy.gallery.domain_files import concept_names
+
+    return next(d for d in ALL_ERASED if concept in concept_names(d))
+
+
 # -- rendering -------------------------------------------------------------------------------------------------------
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
@@ -275,6 +325,23 @@ def render(out: Path, configs, results_dir: Path) -> dict:
                         f"{v:.2f}" if key.endswith(":fd") else f"{100 * v:.1f}" for v in digits)
                         + f" (n={first['n']})", "—"]
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {orig} |")
+    lines += ["", "## Leakage: each eraser's largest gate on prompts that name no erased concept", "",
+              "The 34 erasers of the last section, on the COCO analogue and every compositional and context prompt "
+              "of the three domains that names none of them (cpe.inspect.leakage; percentiles over the prompts of "
+              "each eraser's largest gate on the prompt's real tokens / on its padding).", "",
+              "| config | seed | prompts | domain | erasers | p99 real: median over erasers | p99 real: max "
+              "| erasers with p99 real ≤ 0.1 | max real | p99 padding: max |", "|" + "---|" * 10]
+    for config in data:
+        for key, value in sorted(data[config].items()):
+            if not key.endswith("/leakage"):
+                continue
+            for domain in ALL_ERASED:
+                rows = [v for c, v in value["erasers"].items() if _domain_of(c) == domain]
+                p99 = sorted(r["real"]["p99"] for r in rows)
+                lines.append(
+                    f"| {config} | {key.split('/')[0]} | {value['prompts']} | {domain} | {len(rows)} "
+                    f"| {p99[len(p99) // 2]:.3f} | {p99[-1]:.3f} | {sum(v <= 0.1 for v in p99)} of {len(rows)} "
+                    f"| {max(r['real']['max'] for r in rows):.3f} | {max(r['padding']['p99'] for r in rows):.3f} |")
     lines += ["", "Mean ± std over the training seeds (train.seed), n = images per seed; the same prompts and "
               "sampling seeds for every model (20 steps, guidance 5). '% of orig': the erased model's rate over the "
               "original model's on the same images' prompts and seeds. Floors: the erased concepts' rate on the "
@@ -289,10 +356,12 @@ def render(out: Path, configs, results_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=("original", "train", "eval", "render", "all"), default="all")
+    parser.add_argument("--phase", choices=("original", "train", "eval", "leakage", "render", "all"), default="all")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="training config names per domain")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (train.seed)")
     parser.add_argument("--singles", type=int, nargs="+", default=[0, 1, 2], help="identity indices erased alone")
+    parser.add_argument("--evals", nargs="+", help="train and evaluate only these evaluations (single<i>, merged20, "
+                                                   "all); the original model's images still cover every set")
     parser.add_argument("--model", help="gallery pipeline folder (default: the shipped gallery model)")
     parser.add_argument("--out", default=str(REPO / "output" / "gallery_pinpoint"))
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
@@ -310,10 +379,17 @@ def main(argv: list[str] | None = None) -> None:
     evals = evaluations(args.singles)
     if args.phase in ("original", "all"):
         phase_original(evals, out, args.model, args.steps)
+    if args.evals:
+        unknown = sorted(set(args.evals) - set(evals))
+        if unknown:
+            parser.error(f"unknown evaluation {unknown[0]!r}; expected some of {', '.join(evals)}")
+    chosen = {k: v for k, v in evals.items() if not args.evals or k in args.evals}
     if args.phase in ("train", "all"):
-        phase_train(evals, out, args.model, args.configs, args.seeds, args.set)
+        phase_train(chosen, out, args.model, args.configs, args.seeds, args.set)
     if args.phase in ("eval", "all"):
-        phase_eval(evals, out, args.model, args.configs, args.seeds, args.steps, args.set)
+        phase_eval(chosen, out, args.model, args.configs, args.seeds, args.steps, args.set)
+    if args.phase in ("leakage", "all"):
+        phase_leakage(out, args.model, args.configs, args.seeds, args.set)
     if args.phase in ("render", "all"):
         render(out, args.configs, Path(args.results))
 
