@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import ConfigError, load_train_config
+from cpe.config import ConfigError, command_line_model, load_train_config
 from cpe.io_utils import error_line
 from cpe.training import TrainingError, describe, train
 
@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def overrides(args: argparse.Namespace) -> list[str]:
     flags = {
-        "model.path": args.model, "network.gate_rank": args.gate_rank, "network.lora_rank": args.lora_rank,
+        "model.path": command_line_model(args.model) if args.model else None,  # CLI paths: relative to the cwd
+        "network.gate_rank": args.gate_rank, "network.lora_rank": args.lora_rank,
         "train.guidance": args.guidance, "train.pal": args.pal, "anchors.noise_scale": args.noise,
         "train.concept_batch": args.concept_batch, "model.device": args.device,
         "save.root": str(Path(args.output).resolve()) if args.output else None,  # CLI paths are relative to the cwd

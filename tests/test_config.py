@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -102,3 +103,26 @@ def test_literal_choices_are_the_ones_the_code_accepts():
     assert typing.get_args(typing.get_type_hints(NetworkConfig)["key_mode"]) == KEY_MODES
     assert set(typing.get_args(LRScheduler)) <= {s.value for s in SchedulerType}
     assert [resolve_dtype(name).itemsize for name in typing.get_args(DTypeName)] == [4, 4, 2, 2, 2, 2, 8]
+
+
+def test_model_path_resolves_like_the_other_paths_but_keeps_hub_ids(tmp_path, monkeypatch):
+    from cpe.config import REPO_ROOT
+    from cpe.toy import TOY_MODEL_DIR
+
+    (tmp_path / "configs" / "beside").mkdir(parents=True)
+    path = tmp_path / "configs" / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\n")
+    monkeypatch.chdir(tmp_path / "configs" / "beside")  # any other folder: nothing depends on it
+    folder = tmp_path / "configs"
+    expected = {
+        "CompVis/stable-diffusion-v1-4": "CompVis/stable-diffusion-v1-4",  # a hub id stays a hub id
+        "beside": str(folder / "beside"),  # a folder that exists beside the config
+        "./model": str(folder / "model"),  # written as a path: beside the config even before it exists
+        "../other/model": str(folder / "../other/model"),
+        "{root}/src/cpe/toy/assets/pipeline": str(REPO_ROOT / "src/cpe/toy/assets/pipeline"),
+        str(tmp_path / "abs"): str(tmp_path / "abs"),
+    }
+    for value, resolved in expected.items():
+        assert load_train_config(path, [f"model.path={json.dumps(value)}"]).model_path() == resolved, value
+    toy = load_train_config(CONFIGS / "toy" / "train_shape.yaml")
+    assert Path(toy.model_path()).resolve() == TOY_MODEL_DIR.resolve()

@@ -3,9 +3,12 @@
 Every section derives from ``Section``: its ``__post_init__`` converts and checks each field (closed choices are
 ``Literal``; bounds via ``at_least``), so a config built in code is checked like a loaded one. Loading adds the
 file: an unknown or misspelt key, a wrong type or a bad value is a one-line ``ConfigError`` naming key and file.
-The training config (``TrainConfig`` and its sections, method.md §2.9) follows the shared part. Relative paths
-inside a config file are resolved against the file's folder; ``{root}`` in a path stands for the repository root
-(the folder holding ``train_cpe.py``).
+The training config (``TrainConfig`` and its sections, method.md §2.9) follows the shared part.
+
+Paths in a config file: ``{root}`` stands for the repository root (the folder holding ``train_cpe.py``); other
+relative paths are relative to the config file's folder, wherever the command runs. ``model.path`` may also be a
+hub id, so a relative ``model.path`` is a folder beside the config only when written ``./…`` / ``../…`` or when
+that folder exists there; otherwise it is kept as written (a hub id such as ``CompVis/stable-diffusion-v1-4``).
 """
 
 from __future__ import annotations
@@ -163,6 +166,22 @@ def resolve_path(value: str, base: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
+def resolve_model(value: str, base: Path) -> str:
+    """``model.path`` as a loader takes it: a folder resolved like every config path (``{root}``, ``./``, ``../``,
+    or a relative folder that exists beside the config), else the value unchanged (a hub id)."""
+    relative = bool(value) and not value.startswith(("/", "~")) and "{root}" not in value
+    if "{root}" in value or value.startswith(("./", "../")) or (relative and (base / value).is_dir()):
+        return str(resolve_path(value, base))
+    return value
+
+
+def command_line_model(value: str) -> str:
+    """A ``--model`` value for ``model.path``: an existing folder given relative to the current folder becomes
+    absolute (command-line paths are relative to where the command runs, config paths to the config)."""
+    local = Path(value).expanduser()
+    return str(local.resolve()) if local.is_dir() else value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], YAML-parsed value)."""
     if "=" not in text:
@@ -196,7 +215,7 @@ LRScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "c
 
 @dataclass
 class ModelConfig(Section):
-    path: str = "CompVis/stable-diffusion-v1-4"  # hub id or local pipeline folder
+    path: str = "CompVis/stable-diffusion-v1-4"  # hub id or local pipeline folder (TrainConfig.model_path())
     device: str = "auto"  # auto = the accelerate process's device (CUDA when present)
     dtype: DTypeName = "float32"
 
@@ -320,9 +339,17 @@ class TrainConfig(Section):
         except ValueError as e:
             raise self.error("save", str(e)) from None
 
+    def folder(self) -> Path:
+        """The config file's folder (the current folder for a config built in code)."""
+        return Path(self.source).parent if self.source else Path.cwd()
+
     def path(self, value: str) -> Path:
         """Resolve a path from this config (relative to the config file's folder)."""
-        return resolve_path(value, Path(self.source).parent if self.source else Path.cwd())
+        return resolve_path(value, self.folder())
+
+    def model_path(self) -> str:
+        """``model.path`` resolved (a local folder beside the config or under ``{root}``, else the hub id)."""
+        return resolve_model(self.model.path, self.folder())
 
     def experiment_name(self) -> str:
         return self.save.experiment.format(

@@ -226,7 +226,7 @@ class BatchTrainer:
             if self.delta is not None:  # first: a "_last" gate file marks a concept whose files are complete
                 save_bank(paths.bank, self.delta[i], d.concept.target)
             save_gate_file(self.resag, paths.gate(suffix), concept=d.concept.target, neutral=d.concept.neutral,
-                           base_model=self.cfg.model.path, training_config=self._record(d.concept),
+                           base_model=self.cfg.model_path(), training_config=self._record(d.concept),
                            concept_index=i, overwrite=True)
 
     def _record(self, concept: Concept) -> dict:

@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool
         concepts = [dataclasses.replace(c, guidance=guidance_override) for c in concepts]
     selected = concept_range(concepts, start, end, str(cfg.path(p.concepts)))
     lists = read_prompt_lists(cfg)
-    check_model_source(cfg.model.path)
+    check_model_source(cfg.model_path())
     check_writable_folder(cfg.output_dir())
     device = state.device if cfg.model.device == "auto" else resolve_device(cfg.model.device)
     with state.split_between_processes(selected) as mine:
