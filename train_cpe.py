@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain concepts that already have weights (the old files are replaced only once the "
                              "new ones are complete)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for another process training the same concept instead of stopping (exit 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     return parser.parse_args(argv)
 
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_train_config(args.config, overrides(args))
         print(f"{cfg.output_dir()}: {describe(cfg)}")
-        summary = train(cfg, args.st_idx, args.end_idx, args.resume, args.overwrite, args.guidance)
+        summary = train(cfg, args.st_idx, args.end_idx, args.resume, args.overwrite, args.guidance, args.wait)
     except (ConfigError, TrainingError, OSError, IndexError, ValueError) as e:  # also full disk, unwritable output
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
