@@ -126,3 +126,31 @@ def test_model_path_resolves_like_the_other_paths_but_keeps_hub_ids(tmp_path, mo
         assert load_train_config(path, [f"model.path={json.dumps(value)}"]).model_path() == resolved, value
     toy = load_train_config(CONFIGS / "toy" / "train_shape.yaml")
     assert Path(toy.model_path()).resolve() == TOY_MODEL_DIR.resolve()
+
+
+def test_bad_values_and_bad_overrides_are_one_line_errors_naming_key_and_file(tmp_path):
+    path = tmp_path / "train.yaml"
+    at = re.escape(str(path))
+    for text, message in [("train:\n  iterations: 1.5\n", "train.iterations must be an integer, got 1.5"),
+                          ("anchors:\n  mixup: [1]\n", "anchors.mixup must be true or false, got [1]"),
+                          ("anchors:\n  sentences: [a]\n", "anchors.sentences must be a string, got ['a']"),
+                          ("train:\n  lr: .inf\n", "train.lr must be a finite number, got inf")]:
+        path.write_text("anchors:\n  general_words: g.csv\n" + text)
+        with pytest.raises(ConfigError, match=rf"^{at}: {re.escape(message)}$"):
+            load_train_config(path)
+    path.write_text("anchors:\n  sentences: s.csv\n")
+    for override, message in [("train.iterations", "override 'train.iterations' is not of the form key.path=value"),
+                              ("train.lr=[1,", "override 'train.lr=[1,': not a YAML value"),
+                              ("train.lr=fast", "train.lr must be a number, got 'fast'"),
+                              ("train.lr.x=1", "train.lr")]:
+        with pytest.raises(ConfigError, match=rf"^{at}: {re.escape(message)}") as error:
+            load_train_config(path, [override])
+        assert "\n" not in str(error.value)
+
+
+def test_overrides_merge_through_omegaconf_with_yaml_numbers_and_interpolation(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\ntrain:\n  pal: 1e4\n  iterations: 1e3\n")  # YAML: strings
+    cfg = load_train_config(path, ["train.lr=0.5", "adversarial.lr=${train.lr}", "train.num_stages=2.0"])
+    assert (cfg.train.pal, cfg.train.iterations, cfg.train.num_stages) == (1e4, 1000, 2)
+    assert isinstance(cfg.train.iterations, int) and cfg.adversarial.lr == cfg.train.lr == 0.5
