@@ -100,15 +100,29 @@ def kill_after(kind: str, count: int, argv: list[str], tmp_path: Path) -> None:
     assert process.exitcode == -signal.SIGKILL
 
 
+def one_concept(tmp_path: Path, model: Path, stages: int, adversarial_steps: int) -> Path:
+    """A training config of one concept (adam driver), 2 erase and ``adversarial_steps`` adversarial steps a stage."""
+    return small_config(tmp_path / "cfg", model, concepts=("adam driver",),
+                        train={"num_stages": stages, "iterations": 2, "factor_init_iter": 1, "lr_warmup_steps": 0},
+                        adversarial={"num_embeddings": 2, "iterations": adversarial_steps, "lr_warmup_steps": 0})
+
+
+def gen_config(tmp_path: Path, rows: int, steps: int) -> Path:
+    """A generation config of ``rows`` prompts (seeds 0..rows-1), 16-pixel images, ``steps`` sampling steps."""
+    csv = tmp_path / "prompts.csv"
+    csv.write_text("prompt,evaluation_seed\n" + "".join(f"prompt number {i},{i}\n" for i in range(rows)))
+    config = tmp_path / "erased.yaml"
+    config.write_text(f"prompt_path: {csv}\nwidth: 16\nheight: 16\nnum_inference_steps: {steps}\n")
+    return config
+
+
 def tensors(path: Path) -> dict:
     with safe_open(str(path), framework="pt") as f:
         return {key: f.get_tensor(key) for key in f.keys()}
 
 
 def test_training_killed_at_a_random_step_resumes_to_identical_weights_and_log(tiny_pipeline_dir, tmp_path):
-    config = small_config(tmp_path / "cfg", tiny_pipeline_dir, concepts=("adam driver",),
-                          train={"num_stages": 3, "iterations": 2, "factor_init_iter": 1, "lr_warmup_steps": 0},
-                          adversarial={"num_embeddings": 2, "iterations": 2, "lr_warmup_steps": 0})
+    config = one_concept(tmp_path, tiny_pipeline_dir, stages=3, adversarial_steps=2)
     argv = ["--config", str(config), "--threads", "1"]
     assert train_cpe.main([*argv, "--output", str(tmp_path / "whole")]) == 0
 
@@ -135,10 +149,7 @@ def test_training_killed_at_a_random_step_resumes_to_identical_weights_and_log(t
 
 def test_generation_killed_after_a_random_image_resumes_to_identical_images_and_manifest(tiny_pipeline_dir,
                                                                                          tmp_path):
-    csv = tmp_path / "prompts.csv"
-    csv.write_text("prompt,evaluation_seed\n" + "".join(f"prompt number {i},{i}\n" for i in range(GEN_ROWS)))
-    config = tmp_path / "erased.yaml"
-    config.write_text(f"prompt_path: {csv}\nwidth: 16\nheight: 16\nnum_inference_steps: 2\n")
+    config = gen_config(tmp_path, GEN_ROWS, steps=2)
     argv = ["--config", str(config), "--model", str(tiny_pipeline_dir), "--device", "cpu"]
     generate = _generate_cli()
     assert generate.main([*argv, "--save_root", str(tmp_path / "whole")]) == 0
@@ -180,19 +191,22 @@ def _waiting(process: subprocess.Popen, err: Path) -> None:
         time.sleep(0.05)
 
 
+def assert_refused(script: str, argv: list[str], folder: Path, holder: int) -> None:
+    """A second process stops with status 2 and one line naming the folder and the holder's PID."""
+    second = _cli(script, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 2
+    assert err.strip().splitlines()[-1] == (f"error: {folder}: another process (PID {holder}) is working in this "
+                                            "folder; pass --wait to wait for it")
+
+
 def test_a_second_training_of_the_same_concept_stops_naming_folder_and_pid_or_waits(tiny_pipeline_dir, tmp_path):
-    config = small_config(tmp_path / "cfg", tiny_pipeline_dir, concepts=("adam driver",),
-                          train={"num_stages": 2, "iterations": 2, "factor_init_iter": 1, "lr_warmup_steps": 0},
-                          adversarial={"num_embeddings": 2, "iterations": 1, "lr_warmup_steps": 0})
+    config = one_concept(tmp_path, tiny_pipeline_dir, stages=2, adversarial_steps=1)
     argv = ["--config", str(config), "--threads", "1"]
     folder = tmp_path / "cfg" / "out" / "exp" / "adam_driver"
     first, go = paused_after("train", 1, argv, tmp_path)  # holds the concept, in its first step
 
-    second = _cli("train_cpe.py", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 2
-    assert err.strip().splitlines()[-1] == (f"error: {folder}: another process (PID {first.pid}) is working in this "
-                                            "folder; pass --wait to wait for it")
+    assert_refused("train_cpe.py", argv, folder, first.pid)
     with open(tmp_path / "waiting.err", "w") as err_file:
         waiting = _cli("train_cpe.py", [*argv, "--wait"], stdout=subprocess.PIPE, stderr=err_file)
         _waiting(waiting, tmp_path / "waiting.err")
@@ -208,20 +222,13 @@ def test_a_second_training_of_the_same_concept_stops_naming_folder_and_pid_or_wa
 
 
 def test_a_second_generation_into_the_same_folder_stops_naming_folder_and_pid(tiny_pipeline_dir, tmp_path):
-    csv = tmp_path / "prompts.csv"
-    csv.write_text("prompt,evaluation_seed\n" + "".join(f"prompt number {i},{i}\n" for i in range(3)))
-    config = tmp_path / "erased.yaml"
-    config.write_text(f"prompt_path: {csv}\nwidth: 16\nheight: 16\nnum_inference_steps: 1\n")
+    config = gen_config(tmp_path, 3, steps=1)
     argv = ["--config", str(config), "--model", str(tiny_pipeline_dir), "--device", "cpu",
             "--save_root", str(tmp_path / "out")]
     folder = tmp_path / "out" / "original" / "erased"
     first, go = paused_after("generate", 1, argv, tmp_path)  # holds the folder, one image written
 
-    second = _cli("generate.py", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 2
-    assert err.strip().splitlines()[-1] == (f"error: {folder}: another process (PID {first.pid}) is working in this "
-                                            "folder; pass --wait to wait for it")
+    assert_refused("generate.py", argv, folder, first.pid)
     assert len(list(folder.glob("*.png"))) == 1  # the second process made none
     go.touch()
     first.join(timeout=300)
