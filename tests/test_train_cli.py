@@ -85,7 +85,8 @@ def test_a_toy_config_trains_from_another_folder(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     (gate_file,) = (elsewhere / "out").glob("*/circle/cpe_last.safetensors")
-    assert read_gate_file(gate_file)[1].concept == "circle"
+    info = read_gate_file(gate_file)[1]
+    assert info.concept == "circle" and info.base_model == "{root}/src/cpe/toy/assets/pipeline"  # true in any clone
 
 
 def _error(argv: list[str], capsys) -> str:

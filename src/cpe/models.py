@@ -63,6 +63,14 @@ def same_model(a: str, b: str) -> bool:
     return model_identity(a) == model_identity(b)
 
 
+def model_record(model: str) -> str:
+    """``model`` as a gate file records it: a folder inside the repository as ``{root}/…`` (true in any clone)."""
+    identity = Path(model_identity(model))
+    if identity.is_absolute() and identity.is_relative_to(REPO_ROOT):
+        return "{root}/" + identity.relative_to(REPO_ROOT).as_posix()
+    return model
+
+
 @functools.lru_cache(maxsize=16)
 def _check_hub_model(model: str) -> None:
     if not _HUB_ID.match(model):
