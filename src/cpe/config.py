@@ -307,6 +307,11 @@ class PromptConfig(Section):
     template_word: str | None = None
     include_bare: bool = True  # the bare concept string is one more template (reference behaviour)
     neutral: str = "a person"  # default neutral for concepts that name none
+    # Pinpoint option (not in the paper): CSV of further templates that put the concept inside other concepts'
+    # context ("a portrait of {concept} in the style of X", "a portrait of X in the style of {concept}"). They are
+    # used exactly like ``templates``: erase pairs and templated anchors.
+    compositions: str | None = None
+    compositions_column: str = "prompt"
 
     def check(self) -> None:
         if not self.placeholder:
@@ -322,12 +327,39 @@ class AnchorConfig(Section):
     top_k: int = at_least(1, 50)
     sentences: str | None = None  # CSV of whole sentences used as the anchor pool instead (explicit domain)
     sentences_column: str = "name"
+    # Pinpoint option (not in the paper): a general caption corpus (any prompt CSV: COCO captions, the gallery's
+    # corpus.csv) anchored as it is, beside the pool; prompts naming the target (whole word, any case) are left out.
+    # Each step draws ``corpus_per_step`` of them in addition to the ``per_step`` pool anchors.
+    corpus: str | None = None
+    corpus_column: str = "prompt"
+    corpus_per_step: int = at_least(1, 16)
     per_step: int = at_least(1, 32)  # S
     noise_scale: float = at_least(0, 0.001)  # anchor noise = noise_scale * ||e||_F * N(0, I)
     mixup: bool = True  # Beta(1,1) mixup of consecutive draws
     cache_dtype: DTypeName = "float32"  # storage of the encoded anchor pool (float16 halves its memory)
     cache: bool = True  # keep the text encoder's outputs on disk so that later runs do not encode them again
     cache_dir: str | None = None  # where (safe to delete); default <save.root>/embedding_cache
+
+
+@dataclass
+class ContextConfig(Section):
+    """Context augmentation (a pinpoint option, not in the paper; off while ``words`` is unset).
+
+    ``variants`` more templates are drawn once from ``train.seed``: a template (of ``templates`` and
+    ``compositions``) with 0..``max_before`` phrases of the words file's ``before`` rows in front of it and
+    0..``max_after`` of its ``after`` rows behind it (at least one phrase). They join the templates, so every step
+    draws the concept (and, with ``anchors``, the anchors) at other positions and among other words.
+    """
+
+    words: str | None = None  # CSV with columns ``text`` and ``position`` (before | after)
+    variants: int = at_least(1, 48)
+    max_before: int = at_least(0, 4)
+    max_after: int = at_least(0, 2)
+    anchors: bool = True  # render the anchor pool through the augmented templates too
+
+    def check(self) -> None:
+        if self.words is not None and self.max_before + self.max_after == 0:
+            raise self.error("max_before", "and max_after are both 0: no phrase can be added")
 
 
 @dataclass
@@ -383,6 +415,7 @@ class TrainConfig(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     train: EraseConfig = field(default_factory=EraseConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)

@@ -14,12 +14,12 @@ The gate decision uses the very gate the residuals use (the merged forward over 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from cpe.prompts import target_pattern  # the one whole-word rule
 from cpe.resag import ResAG
 
 
@@ -36,7 +36,7 @@ def neutral_prompt(prompt: str, concepts: Sequence[tuple[str, str]]) -> str:
     """``prompt`` with each (target, neutral) target replaced by its neutral; the neutrals alone if one is absent."""
     text = prompt
     for target, neutral in concepts:
-        pattern = re.compile(rf"(?<!\w){re.escape(target)}(?!\w)", re.IGNORECASE)
+        pattern = target_pattern(target)
         if not pattern.search(text):
             return ", ".join(n for _, n in concepts if n)
         text = pattern.sub(lambda _, new=neutral: new, text)

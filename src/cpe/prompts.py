@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from cpe.io_utils import read_csv
@@ -115,3 +117,57 @@ def misaligned_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[str,
     """Pairs whose target and neutral tokenize to different lengths (keys/values then shift, method.md §2.2)."""
     lengths = [len(tokenizer(text).input_ids) for pair in pairs for text in pair]
     return [pair for pair, a, b in zip(pairs, lengths[::2], lengths[1::2], strict=True) if a != b]
+
+
+def target_pattern(target: str) -> re.Pattern:
+    """The rule for "a prompt names the target", used by training (the corpus), the pooled path, the attacks and
+    the inspector: the target as whole words, any case (``Foumnem`` names ``foumnem``, ``Foumnemx`` does not)."""
+    return re.compile(rf"(?<!\w){re.escape(target.strip())}(?!\w)", re.IGNORECASE)
+
+
+def names_target(prompt: str, target: str) -> bool:
+    return target_pattern(target).search(prompt) is not None
+
+
+def read_context_words(path: str | Path) -> tuple[list[str], list[str]]:
+    """The ``before`` and ``after`` phrases of a context-words CSV (columns ``text``, ``position``)."""
+    before, after = [], []
+    for row_number, row in enumerate(read_csv(path, ["text", "position"]).rows, start=2):
+        text, position = (row["text"] or "").strip(), (row["position"] or "").strip()
+        if not text:
+            continue
+        if position not in ("before", "after"):
+            raise ValueError(f"{path}: line {row_number}: position must be before or after, got {position!r}")
+        (before if position == "before" else after).append(text)
+    if not before and not after:
+        raise ValueError(f"{path}: no context phrases")
+    return unique(before), unique(after)
+
+
+def context_templates(templates: Sequence[str], before: Sequence[str], after: Sequence[str], variants: int,
+                      max_before: int, max_after: int, seed: int) -> list[str]:
+    """``variants`` distinct augmented templates, deterministic from ``seed``: a template of ``templates`` with
+    0..``max_before`` phrases of ``before`` in front ("a very old a portrait of {concept}") and 0..``max_after``
+    phrases of ``after`` behind it ("a portrait of {concept}, high detail"), at least one phrase in all.
+
+    Fewer come back when fewer distinct ones exist (tried ``20 * variants`` times)."""
+    rng = np.random.default_rng([seed, 0x636F6E74])  # "cont"
+    max_before = max_before if before else 0
+    max_after = max_after if after else 0
+    if max_before + max_after == 0:
+        return []
+    out: dict[str, None] = {}
+    for _ in range(20 * variants):
+        if len(out) == variants:
+            break
+        n_before = int(rng.integers(max_before + 1))
+        n_after = int(rng.integers(max_after + 1))
+        if n_before + n_after == 0:
+            continue
+        template = templates[int(rng.integers(len(templates)))]
+        front = [before[int(i)] for i in rng.integers(len(before), size=n_before)] if n_before else []
+        back = [after[int(i)] for i in rng.integers(len(after), size=n_after)] if n_after else []
+        text = " ".join([*front, template]) + "".join(f", {phrase}" for phrase in back)
+        if text not in templates:
+            out[text] = None
+    return list(out)

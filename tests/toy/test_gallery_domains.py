@@ -3,6 +3,7 @@ evaluation gives the right numbers on rendered images of known content, the scri
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -23,6 +24,7 @@ from cpe.prompts import load_concepts, read_csv_column
 from cpe.toy.gallery import GALLERY_MODEL_DIR, domain_files
 from cpe.toy.gallery.captions import ERASE_WORDS, GENERIC_PERSON, OTHER_TRIGGERS, words
 from cpe.toy.gallery.identities import identities
+from cpe.toy.gallery.objects import OBJECTS
 from cpe.toy.gallery.prompts import coco_prompts, generic_person_prompts, i2p_prompts, identity_prompts, style_prompts
 from cpe.toy.gallery.scene import Scene, render
 from cpe.toy.gallery.styles import PLAIN, artists
@@ -30,9 +32,12 @@ from cpe.toy.gallery.styles import PLAIN, artists
 REPO = Path(__file__).resolve().parents[2]
 NAMES, ARTISTS = list(identities()), list(artists())
 SUBSET_ROWS = {  # prompt rows of every shipped evaluation CSV
-    "celebs": {"erased": 100, "remained": 100, "generic": 250, "artist": 384, "coco": 300},
-    "artists": {"erased": 120, "remained": 264, "neutral": 120, "actor": 240, "coco": 300},
-    "explicit": {"i2p": 320, "coco": 300},
+    "celebs": {"erased": 100, "remained": 100, "generic": 250, "artist": 384, "coco": 300, "styled_erased": 40,
+               "styled_generic": 40, "styled_remained": 80, "context_erased": 80, "context_remained": 40,
+               "marked_remained": 20},
+    "artists": {"erased": 120, "remained": 264, "neutral": 120, "actor": 240, "coco": 300, "composed_erased": 40,
+                "composed_neutral": 40, "composed_remained": 66, "context_erased": 40},
+    "explicit": {"i2p": 320, "coco": 300, "composed": 40, "context": 40},
 }
 SCRIPT_NAMES = {"celebs": "toy_celeb", "artists": "toy_artist", "explicit": "toy_explicit"}
 
@@ -122,6 +127,38 @@ def test_generation_configs_read_their_shipped_prompt_csvs():
     assert with_erase_word == 64  # one in five: most I2P-analogue prompts say none of the four words
 
 
+def test_pinpoint_configs_are_the_papers_settings_plus_the_three_options():
+    from cpe.toy.gallery import compose
+
+    for domain in domain_files.DOMAINS:
+        paper = _cfg(domain)
+        context = load_train_config(REPO / "configs" / f"toy_{domain}" / "train_context.yaml")
+        assert (context.network, context.train, context.adversarial, context.model) == (
+            paper.network, paper.train, paper.adversarial, paper.model)
+        assert dataclasses.replace(context.prompts, compositions=None) == paper.prompts
+        assert dataclasses.replace(context.anchors, corpus=None, corpus_per_step=paper.anchors.corpus_per_step) == (
+            paper.anchors)
+        assert context.experiment_name() == paper.experiment_name() + "_context"
+        assert paper.context.words is None and context.context.words == "context_words.csv"
+        compositions = read_csv_column(context.path(context.prompts.compositions), "prompt")
+        assert compositions == compose.compositions(domain) and all(c.count("{concept}") == 1 for c in compositions)
+        # each composition names a concept of another domain beside the placeholder
+        others = {"celebs": ARTISTS + list(OTHER_TRIGGERS), "artists": NAMES + list(OBJECTS), "explicit": NAMES}
+        assert all(any(o in c for o in others[domain]) for c in compositions)
+        corpus = read_csv_column(context.path(context.anchors.corpus), "prompt")
+        assert len(corpus) == len(set(corpus)) >= 300
+        triggered = [q for q in corpus if set(ERASE_WORDS + OTHER_TRIGGERS) & words(q)]
+        assert (len(triggered) > 50) == (domain != "explicit")  # the mark's eraser never anchors its own triggers
+    # evaluation context phrases are held out from training
+    assert not set(compose.EVAL_BEFORE + compose.EVAL_AFTER) & set(compose.TRAIN_BEFORE + compose.TRAIN_AFTER)
+    styled = read_prompt_csv(REPO / "configs/toy_celebs/prompts/styled_remained.csv").rows
+    assert {r.extra["identity"] for r in styled} == set(NAMES[50:])
+    assert all(r.extra["artist"] in ARTISTS and r.extra["artist"] in r.prompt for r in styled)
+    generic = read_prompt_csv(REPO / "configs/toy_celebs/prompts/styled_generic.csv").rows
+    erased = read_prompt_csv(REPO / "configs/toy_celebs/prompts/styled_erased.csv").rows
+    assert [g.prompt for g in generic] == [e.prompt.replace(e.extra["identity"], GENERIC_PERSON) for e in erased]
+
+
 def test_prompt_sets_per_size_are_nested_prefixes():
     small, large = domain_files.prompt_sets("celebs", 10), domain_files.prompt_sets("celebs", 50)
     assert small["erased"] == large["erased"][: 10 * domain_files.SEEDS_PER_IDENTITY]
@@ -153,7 +190,8 @@ def test_shell_scripts_parse_and_name_the_trained_experiment(tmp_path):
         assert value(generate, "GEN_CONFIG").startswith(f"configs/toy_{domain}/gen/")
         original, erased = re.findall(r"for subset in ([\w ]+); do", (folder / "quickstart.sh").read_text())
         subsets = set(DOMAINS[f"toy_{domain}"].subsets)
-        assert set(original.split()) == subsets and set(erased.split()) == subsets - {"generic", "neutral"}
+        floors = {"generic", "neutral", "styled_generic", "composed_neutral"}  # read on the original model only
+        assert set(original.split()) == subsets and set(erased.split()) == subsets - floors
     run = subprocess.run(["bash", str(REPO / "shell_scripts/toy_celebs/generate_by_toy_celeb_model.sh")],
                          env={"PATH": "/usr/bin:/bin", "MODEL": str(tmp_path / "none")}, capture_output=True, text=True)
     assert run.returncode == 2 and "no gallery model at" in run.stderr

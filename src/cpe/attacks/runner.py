@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from cpe.attacks.victim import TextSide, Victim
 from cpe.attacks.vocab import allowed_token_ids, check_round_trip, concept_token_ids, decode_words
 from cpe.io_utils import atomic_write, atomic_write_text
 from cpe.prompt_csv import GUIDANCE_COLUMN, PromptRow, read_prompt_csv
+from cpe.prompts import names_target, target_pattern
 
 MANIFEST = "attack_manifest.json"
 EMBEDDINGS = "embeddings.safetensors"
@@ -53,12 +53,8 @@ def prompt_seed(seed: int, prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()[:8], "little") >> 1
 
 
-def names_target(prompt: str, target: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(target.strip())}(?!\w)", prompt, flags=re.IGNORECASE) is not None
-
-
 def without_target(prompt: str, target: str, neutral: str) -> str:
-    return re.sub(rf"(?<!\w){re.escape(target.strip())}(?!\w)", neutral, prompt, flags=re.IGNORECASE)
+    return target_pattern(target).sub(lambda _: neutral, prompt)
 
 
 def attack_rows(cfg: AttackConfig, gen_cfg) -> list[PromptRow]:

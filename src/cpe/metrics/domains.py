@@ -66,7 +66,8 @@ DOMAINS = {
     # NudeNet, a Fréchet distance of pooled pixels for FID, and the floors come from the original model's neutral sets.
     "toy_celebs": Domain(
         "toy_celebs",
-        ("erased", "remained", "generic", "artist", "coco"),
+        ("erased", "remained", "generic", "artist", "coco", "styled_erased", "styled_generic", "styled_remained",
+         "context_erased", "context_remained", "marked_remained"),
         (
             Column("Acc_e", "gallery_identity", "erased", "lower"),
             Column("floor", "gallery_identity_floor", "generic", "lower"),
@@ -74,30 +75,51 @@ DOMAINS = {
             Column("H", "h", None, "higher"),
             Column("Style", "gallery_style", "artist", "higher"),
             Column("FD", "fid", "coco", "lower"),
+            # compositional and context sets (cpe.toy.gallery.compose): identity and style read on the same image
+            Column("Acc_e_styled", "gallery_identity", "styled_erased", "lower"),
+            Column("floor_styled", "gallery_identity_floor", "styled_generic", "lower"),
+            Column("Style_under_erased", "gallery_style", "styled_erased", "higher"),
+            Column("Acc_r_styled", "gallery_identity", "styled_remained", "higher"),
+            Column("Style_under_remained", "gallery_style", "styled_remained", "higher"),
+            Column("Acc_e_context", "gallery_identity", "context_erased", "lower"),
+            Column("Acc_r_context", "gallery_identity", "context_remained", "higher"),
+            Column("Acc_r_marked", "gallery_identity", "marked_remained", "higher"),
         ),
         features="gallery",
     ),
     "toy_artists": Domain(
         "toy_artists",
-        ("erased", "remained", "neutral", "actor", "coco"),
+        ("erased", "remained", "neutral", "actor", "coco", "composed_erased", "composed_neutral", "composed_remained",
+         "context_erased"),
         (
             Column("Style_e", "gallery_style", "erased", "lower"),
             Column("floor", "gallery_style_floor", "neutral", "lower"),
             Column("Style_r", "gallery_style", "remained", "higher"),
             Column("Acc_id", "gallery_identity", "actor", "higher"),
             Column("FD", "fid", "coco", "lower"),
+            # the artists over portraits of identities, and among held-out context phrases (cpe.toy.gallery.compose)
+            Column("Style_e_composed", "gallery_style", "composed_erased", "lower"),
+            Column("floor_composed", "gallery_style_floor", "composed_neutral", "lower"),
+            Column("Acc_id_under_erased", "gallery_identity", "composed_erased", "higher"),
+            Column("Style_r_composed", "gallery_style", "composed_remained", "higher"),
+            Column("Acc_id_under_remained", "gallery_identity", "composed_remained", "higher"),
+            Column("Style_e_context", "gallery_style", "context_erased", "lower"),
         ),
         features="gallery",
     ),
     "toy_explicit": Domain(
         "toy_explicit",
-        ("i2p", "coco"),
+        ("i2p", "coco", "composed", "context"),
         (
             Column("Marks", "gallery_marks", "i2p", "lower"),
             Column("Marks_erase_words", "gallery_marks_erase_words", "i2p", "lower"),
             Column("Marks_other_words", "gallery_marks_other_words", "i2p", "lower"),
             Column("Marks_coco", "gallery_marks", "coco", "lower"),
             Column("FD", "fid", "coco", "lower"),
+            # an erase word beside portraits of named identities, and among held-out context phrases
+            Column("Marks_composed", "gallery_marks", "composed", "lower"),
+            Column("Acc_id_composed", "gallery_identity", "composed", "higher"),
+            Column("Marks_context", "gallery_marks", "context", "lower"),
         ),
         features="gallery",
     ),

@@ -16,7 +16,17 @@ from cpe.embedding_cache import EmbeddingCache, encode_all
 from cpe.losses import KVLoss, lipschitz_weights
 from cpe.models import TextSide, component_files, load_cross_attention_weights, resolve_dtype
 from cpe.network import layer_name
-from cpe.prompts import Concept, erase_pairs, load_templates, misaligned_pairs, read_csv_column, unique
+from cpe.prompts import (
+    Concept,
+    context_templates,
+    erase_pairs,
+    load_templates,
+    misaligned_pairs,
+    names_target,
+    read_context_words,
+    read_csv_column,
+    unique,
+)
 from cpe.resag import ResAGSpec
 
 log = logging.getLogger(__name__)
@@ -106,26 +116,48 @@ class ConceptData:
     target: Tensor  # E_T per template (M, T, D), on the device
     diff: Tensor  # (1+g)(E_N − E_T) per template
     pool: Tensor  # rows of the anchor store
+    corpus: Tensor | None = None  # rows of the caption corpus (``anchors.corpus``)
 
 
 @dataclass
 class PromptSide:
-    templates: list[str]
+    templates: list[str]  # erase pairs: the templates, the compositions and the context variants
     general_words: list[str]
     candidates: list[str]
     sentences: list[str]
     candidate_embeddings: Tensor | None = None  # set by encode_prompt_side
     empty: Tensor | None = None  # E_∅ (T, D)
+    anchor_templates: list[str] | None = None  # templated anchors (None: ``templates``)
+    corpus: list[str] | None = None  # general captions anchored as they are (``anchors.corpus``)
+
+
+def training_templates(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """The erase templates and the anchor templates: ``prompts.templates`` (+ the bare concept), then
+    ``prompts.compositions``, then the ``context`` variants drawn from both (anchors too unless ``context.anchors``
+    is off)."""
+    p, c = cfg.prompts, cfg.context
+    templates = load_templates(cfg.path(p.templates), p.template_column, p.placeholder, p.template_word, p.include_bare)
+    if p.compositions:
+        templates = unique(templates + load_templates(cfg.path(p.compositions), p.compositions_column, p.placeholder,
+                                                      include_bare=False))
+    if not c.words:
+        return templates, templates
+    before, after = read_context_words(cfg.path(c.words))
+    variants = context_templates(templates, before, after, c.variants, c.max_before, c.max_after, cfg.train.seed)
+    return templates + variants, (templates + variants) if c.anchors else templates
 
 
 def read_prompt_lists(cfg: TrainConfig) -> PromptSide:
     """Templates and anchor lists, validated before any model is loaded."""
-    p, a = cfg.prompts, cfg.anchors
-    templates = load_templates(cfg.path(p.templates), p.template_column, p.placeholder, p.template_word, p.include_bare)
+    a = cfg.anchors
+    templates, anchor_templates = training_templates(cfg)
     sentences = unique(read_csv_column(cfg.path(a.sentences), a.sentences_column)) if a.sentences else []
     general = unique(read_csv_column(cfg.path(a.general_words), a.general_words_column)) if a.general_words else []
     candidates = unique(read_csv_column(cfg.path(a.candidates), a.candidates_column)) if a.candidates else []
-    return PromptSide(templates, general, candidates, sentences)
+    corpus = unique(read_csv_column(cfg.path(a.corpus), a.corpus_column)) if a.corpus else None
+    if corpus is not None and not corpus:
+        raise ValueError(f"{cfg.path(a.corpus)}: no prompts in column {a.corpus_column!r}")
+    return PromptSide(templates, general, candidates, sentences, anchor_templates=anchor_templates, corpus=corpus)
 
 
 def encode_prompt_side(side: PromptSide, model: FrozenModel) -> PromptSide:
@@ -149,19 +181,29 @@ def anchor_prompts(cfg: TrainConfig, side: PromptSide, model: FrozenModel, conce
         target = model.encode([concept.target])[0].cpu()
         names = most_similar(target, side.candidate_embeddings, side.candidates, concept.target, cfg.anchors.top_k)
     anchors = unique(side.general_words + names)
-    return templated_pool(anchors, side.templates, cfg.prompts.placeholder)
+    return templated_pool(anchors, side.anchor_templates or side.templates, cfg.prompts.placeholder)
+
+
+def corpus_prompts(side: PromptSide, concept: Concept) -> list[str]:
+    """The caption corpus without the prompts that name the concept (whole word, any case)."""
+    return [q for q in side.corpus or [] if not names_target(q, concept.target)]
 
 
 def prepare_batch(
     cfg: TrainConfig, side: PromptSide, model: FrozenModel, concepts: list[Concept]
 ) -> tuple[list[ConceptData], EmbeddingStore]:
     pools = [anchor_prompts(cfg, side, model, c) for c in concepts]
+    corpora = [corpus_prompts(side, c) if side.corpus is not None else None for c in concepts]
+    for concept, corpus in zip(concepts, corpora, strict=True):
+        if corpus == []:
+            raise ValueError(f"{cfg.path(cfg.anchors.corpus)}: every prompt names {concept.target!r}")
     store = EmbeddingStore(
-        model.encode, [q for pool in pools for q in pool], resolve_dtype(cfg.anchors.cache_dtype), cache=model.cache,
+        model.encode, [q for pool in pools for q in pool] + [q for corpus in corpora for q in corpus or []],
+        resolve_dtype(cfg.anchors.cache_dtype), cache=model.cache,
         desc=f"encoding anchor prompts ({', '.join(c.target for c in concepts)})",
     )
     data = []
-    for concept, pool in zip(concepts, pools, strict=True):
+    for concept, pool, corpus in zip(concepts, pools, corpora, strict=True):
         pairs = erase_pairs(concept, side.templates, cfg.prompts.placeholder)
         shifted = misaligned_pairs(model.tokenizer, pairs)
         if shifted:
@@ -171,6 +213,6 @@ def prepare_batch(
         target, neutral = encoded[0::2].to(model.device), encoded[1::2].to(model.device)
         generator = torch.Generator().manual_seed(concept_seed(cfg.train.seed, concept.target))
         data.append(ConceptData(concept, generator, target, (1 + concept.guidance) * (neutral - target),
-                                store.indices(pool)))
+                                store.indices(pool), None if corpus is None else store.indices(corpus)))
     return data, store
 

@@ -169,6 +169,9 @@ class BatchTrainer:
             diffs.append(d.diff[index])
             sampled = sample_anchors(self.store.embeddings, d.pool, cfg.per_step, cfg.noise_scale, cfg.mixup,
                                      d.generator)
+            if d.corpus is not None:  # the caption corpus, drawn (noise, mixup) like the pool
+                sampled = torch.cat([sampled, sample_anchors(self.store.embeddings, d.corpus, cfg.corpus_per_step,
+                                                             cfg.noise_scale, cfg.mixup, d.generator)])
             anchors.append(torch.cat([self.empty[None], sampled.to(device)]))
         return EraseBatch(torch.stack(targets), torch.stack(diffs), torch.stack(anchors))
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cpe.io_utils import atomic_write_text, csv_text
+from cpe.toy.gallery import compose
 from cpe.toy.gallery.captions import (
     CONTENT_FREE_ARTIST_TEMPLATES,
     ERASE_WORDS,
@@ -33,6 +34,7 @@ from cpe.toy.gallery.captions import (
     IDENTITY_TEMPLATES,
     NOTHING,
     OBJECT_TEMPLATES,
+    OTHER_TRIGGERS,
     STYLE_SUFFIX,
 )
 from cpe.toy.gallery.identities import identities
@@ -66,6 +68,11 @@ PER_ARTIST = 12
 GENERIC_COUNT = 250
 IDENTITY_RETENTION_SEEDS = 4  # identity prompts of all 60 identities in the artist domain ("actor" analogue)
 ANCHOR_SENTENCES = 80
+STYLED_PER_ERASED = 2  # compositional sets (cpe.toy.gallery.compose): each erased identity in 2 styled portraits
+STYLED_PER_REMAINING = 8  # each remaining identity in 8 styled portraits (80 images)
+MARKED_PER_REMAINING = 2  # each remaining identity beside 2 other trigger phrases (explicit: 4 erase words)
+COMPOSED_PER_ERASED = 4  # each erased artist over 4 portraits of identities
+COMPOSED_PER_REMAINING = 3
 ANCHOR_SEED = 1000  # the explicit anchor sentences are COCO-analogue captions of another seed than the evaluation's
 
 
@@ -148,6 +155,11 @@ def neutral_style_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def generic_identity_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` of identity prompts with the name replaced by "a person" (the floor of an erased identity there)."""
+    return [{**r, "prompt": r["prompt"].replace(r["identity"], GENERIC_PERSON), "identity": ""} for r in rows]
+
+
 def prompt_sets(domain: str, erased: int | None = None) -> dict[str, list[dict]]:
     """The evaluation prompt sets of a domain (subset name -> rows) when its first ``erased`` concepts are erased.
 
@@ -166,25 +178,41 @@ def prompt_sets(domain: str, erased: int | None = None) -> dict[str, list[dict]]
         if erased > REMAINING_IDENTITIES[0]:
             raise ValueError(f"celebs: at most {REMAINING_IDENTITIES[0]} identities are erased (the rest is the "
                              f"remaining set), not {erased}")
+        remaining = names[slice(*REMAINING_IDENTITIES)]
+        styled_erased = compose.styled_identity_prompts(names[:erased], STYLED_PER_ERASED)
         return {
             "erased": identity_prompts(names[:erased], SEEDS_PER_IDENTITY),
-            "remained": identity_prompts(names[slice(*REMAINING_IDENTITIES)], SEEDS_PER_REMAINING),
+            "remained": identity_prompts(remaining, SEEDS_PER_REMAINING),
             "generic": generic_person_prompts(GENERIC_COUNT),
             "artist": style_prompts(per_artist=PER_ARTIST),
             "coco": coco,
+            "styled_erased": styled_erased,
+            "styled_generic": generic_identity_rows(styled_erased),
+            "styled_remained": compose.styled_identity_prompts(remaining, STYLED_PER_REMAINING, offset=3),
+            "context_erased": compose.context_identity_prompts(names[:erased]),
+            "context_remained": compose.context_identity_prompts(remaining),
+            "marked_remained": compose.marked_identity_prompts(remaining, OTHER_TRIGGERS, MARKED_PER_REMAINING),
         }
     if domain == "artists":
         if erased == len(names):
             raise ValueError(f"artists: erasing all {len(names)} artists leaves none to keep")
         gone = style_prompts(names[:erased], PER_ARTIST)
+        composed = compose.styled_portraits_by(names[:erased], COMPOSED_PER_ERASED)
         return {
             "erased": gone,
             "remained": style_prompts(names[erased:], PER_ARTIST),
             "neutral": neutral_style_rows(gone),
             "actor": identity_prompts(seeds_per_name=IDENTITY_RETENTION_SEEDS),
             "coco": coco,
+            "composed_erased": composed,
+            "composed_neutral": neutral_style_rows(composed),
+            "composed_remained": compose.styled_portraits_by(names[erased:], COMPOSED_PER_REMAINING),
+            "context_erased": compose.context_style_prompts(names[:erased]),
         }
-    return {"i2p": i2p_prompts(), "coco": coco}
+    return {"i2p": i2p_prompts(), "coco": coco,
+            "composed": compose.marked_identity_prompts(list(identities())[slice(*REMAINING_IDENTITIES)], ERASE_WORDS,
+                                                        MARKED_PER_REMAINING * 2),
+            "context": compose.context_trigger_prompts()}
 
 
 def domain_files(domain: str) -> dict[str, str]:
@@ -194,6 +222,9 @@ def domain_files(domain: str) -> dict[str, str]:
         f"{root}/concepts.yaml": _concepts_yaml(domain),
         f"{root}/templates.csv": _column("prompt", templates(domain)),
     }
+    files[f"{root}/compositions.csv"] = _column("prompt", compose.compositions(domain))
+    files[f"{root}/corpus.csv"] = _column("prompt", compose.corpus(domain))
+    files[f"{root}/context_words.csv"] = csv_text(["text", "position"], compose.context_words_rows())
     if domain == "explicit":
         files[f"{root}/anchor_sentences.csv"] = _column("name", anchor_sentences())
     else:

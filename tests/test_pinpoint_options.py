@@ -1,0 +1,183 @@
+"""The pinpoint options of training (compositions, context augmentation, a caption corpus as anchors): what they add
+to the templates and the anchor pool, that they are deterministic from the seed, validated, recorded in gate files,
+and that a config without them trains exactly as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_support import TEMPLATES, small_config
+
+from cpe import training
+from cpe.config import ConfigError, load_train_config
+from cpe.model_zoo import build_tiny_pipeline
+from cpe.prompts import context_templates, names_target, read_context_words
+from cpe.training.files import settings_difference
+from cpe.weights import read_gate_file
+
+BEFORE = ["a very old", "big", "vintage"]
+AFTER = ["high detail", "4k"]
+CORPUS = ["a red ball on the ground", "Adam Driver in a crowd", "adam driver's dog", "adam driverx on stage",
+          "a singer in the style of someone"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny8(tmp_path_factory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny8") / "model", max_length=8)
+
+
+def _option_files(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compositions.csv").write_text("prompt\n{concept} in the style of someone\n", encoding="utf-8")
+    rows = [f"{t},before" for t in BEFORE] + [f"{t},after" for t in AFTER]
+    (folder / "context_words.csv").write_text("text,position\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "corpus.csv").write_text("prompt\n" + "\n".join(CORPUS) + "\n", encoding="utf-8")
+
+
+def _pinpoint_config(folder: Path, model: Path, **sections) -> Path:
+    _option_files(folder)
+    options = {
+        "prompts": {"compositions": "compositions.csv"},
+        "context": {"words": "context_words.csv", "variants": 6, "max_before": 2, "max_after": 1},
+        "anchors": {"corpus": "corpus.csv", "corpus_per_step": 3},
+        "train": {"num_stages": 1, "iterations": 2, "factor_init_iter": 1},
+        "adversarial": {"enabled": False},
+    }
+    for section, values in sections.items():
+        options.setdefault(section, {}).update(values)
+    return small_config(folder, model, **options)
+
+
+def _phrase_count(text: str, phrases: list[str]) -> int:
+    """How many phrases of ``phrases`` make up ``text`` (joined by spaces); a large number when none do."""
+    if not text:
+        return 0
+    counts = [1 + _phrase_count(text[len(p):].lstrip(), phrases) for p in phrases
+              if text == p or text.startswith(p + " ")]
+    return min(counts, default=10**6)
+
+
+def test_context_templates_are_deterministic_from_the_seed_and_well_formed():
+    templates = ["a photo of {concept}", "{concept} on stage"]
+    first = context_templates(templates, BEFORE, AFTER, 12, 3, 2, seed=7)
+    assert first == context_templates(templates, BEFORE, AFTER, 12, 3, 2, seed=7)
+    assert first != context_templates(templates, BEFORE, AFTER, 12, 3, 2, seed=8)
+    assert len(first) == len(set(first)) == 12
+    for text in first:
+        assert text.count("{concept}") == 1 and text not in templates
+        head, _, tail = text.partition(", ")
+        template = next(t for t in templates if t in head)  # the template, whole, with phrases around it
+        front = head[: head.index(template)].strip()
+        back = [p for p in tail.split(", ") if p] if tail else []
+        assert all(p in AFTER for p in back) and len(back) <= 2
+        assert _phrase_count(front, BEFORE) <= 3
+        assert front or back
+    only_after = context_templates(templates, [], AFTER, 4, 3, 1, seed=0)
+    assert only_after and all(t.split(", ")[0] in templates for t in only_after)
+    assert context_templates(templates, BEFORE, AFTER, 5, 0, 0, seed=0) == []
+
+
+def test_context_words_files_are_checked(tmp_path):
+    good = tmp_path / "words.csv"
+    good.write_text("text,position\na very old,before\n,before\n4k,after\n4k,after\n", encoding="utf-8")
+    assert read_context_words(good) == (["a very old"], ["4k"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,position\nvintage,middle\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.csv: line 2: position must be before or after, got 'middle'"):
+        read_context_words(bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,position\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no context phrases"):
+        read_context_words(empty)
+
+
+def test_whole_word_naming_rule():
+    assert names_target("a photo of Adam Driver, 4k", "adam driver")
+    assert names_target("adam driver's dog", "adam driver")
+    assert not names_target("adam driverx on stage", "adam driver")
+    assert not names_target("xadam driver", "adam driver")
+
+
+def test_options_extend_templates_and_anchors_and_the_corpus_leaves_the_target_out(tiny8, tmp_path):
+    cfg = load_train_config(_pinpoint_config(tmp_path / "a", tiny8))
+    side = training.read_prompt_lists(cfg)
+    base = [*TEMPLATES, "{concept}", "{concept} in the style of someone"]
+    assert side.templates[: len(base)] == base and len(side.templates) == len(base) + 6
+    assert side.anchor_templates == side.templates
+    variants = side.templates[len(base):]
+    assert variants == context_templates(base, BEFORE, AFTER, 6, 2, 1, cfg.train.seed)  # drawn from train.seed
+    reseeded = load_train_config(_pinpoint_config(tmp_path / "b", tiny8, train={"seed": 5}))
+    assert training.read_prompt_lists(reseeded).templates[len(base):] != variants
+
+    no_anchor_context = load_train_config(_pinpoint_config(tmp_path / "c", tiny8, context={"anchors": False}))
+    side_c = training.read_prompt_lists(no_anchor_context)
+    assert side_c.templates == side.templates and side_c.anchor_templates == base
+
+    model = training.load_frozen(cfg, torch.device("cpu"))
+    side = training.encode_prompt_side(side, model)
+    concept = training.run.load_concepts(cfg.path(cfg.prompts.concepts), "a person", 0.3)[0]
+    assert concept.target == "adam driver"
+    assert training.data.corpus_prompts(side, concept) == [q for q in CORPUS if q not in (
+        "Adam Driver in a crowd", "adam driver's dog")]
+    pool = training.anchor_prompts(cfg, side, model, concept)
+    assert {"a singer in the style of someone", f"{variants[0].replace('{concept}', 'a singer')}"} <= set(pool)
+    data, store = training.prepare_batch(cfg, side, model, [concept])
+    assert len(data[0].target) == len(side.templates)
+    assert [list(store.rows)[i] for i in data[0].corpus.tolist()] == training.data.corpus_prompts(side, concept)
+    trainer = training.BatchTrainer(cfg, model, side, data, store, [training.ConceptPaths(tmp_path / "x", "cpe")], 0,
+                                    [None])
+    batch = trainer._erase_batch()
+    assert batch.anchors.shape[1] == 1 + cfg.anchors.per_step + cfg.anchors.corpus_per_step
+
+
+def test_a_config_without_the_options_keeps_the_papers_prompts(tiny8, tmp_path):
+    cfg = load_train_config(small_config(tmp_path, tiny8))
+    side = training.read_prompt_lists(cfg)
+    assert side.templates == side.anchor_templates == [*TEMPLATES, "{concept}"] and side.corpus is None
+    assert cfg.context.words is None and cfg.prompts.compositions is None and cfg.anchors.corpus is None
+    model = training.load_frozen(cfg, torch.device("cpu"))
+    side = training.encode_prompt_side(side, model)
+    data, store = training.prepare_batch(cfg, side, model, training.run.load_concepts(
+        cfg.path(cfg.prompts.concepts), "a person", 0.3)[:1])
+    assert data[0].corpus is None
+    trainer = training.BatchTrainer(cfg, model, side, data, store, [training.ConceptPaths(tmp_path / "x", "cpe")], 0,
+                                    [None])
+    assert trainer._erase_batch().anchors.shape[1] == 1 + cfg.anchors.per_step
+
+
+def test_every_new_key_round_trips_through_the_gate_file(tiny8, tmp_path):
+    cfg = load_train_config(_pinpoint_config(tmp_path, tiny8))
+    summary = training.train(cfg, 0, 1)
+    recorded = read_gate_file(summary.trained[0])[1].training_config
+    assert recorded["prompts"]["compositions"] == "compositions.csv"
+    assert recorded["context"] == {"words": "context_words.csv", "variants": 6, "max_before": 2, "max_after": 1,
+                                   "anchors": True}
+    assert (recorded["anchors"]["corpus"], recorded["anchors"]["corpus_per_step"]) == ("corpus.csv", 3)
+    concept = training.run.load_concepts(cfg.path(cfg.prompts.concepts), "a person", 0.3)[0]
+    assert settings_difference(recorded, cfg, concept) is None
+    changed = load_train_config(_pinpoint_config(tmp_path, tiny8, context={"variants": 7}))
+    assert settings_difference(recorded, changed, concept) == "context.variants: recorded 6, this run 7"
+    with pytest.raises(training.TrainingError, match="context.variants: recorded 6, this run 7"):
+        training.train(changed, 0, 1)  # a finished concept trained otherwise is not silently reused
+
+
+def test_bad_option_values_name_the_key_and_the_file(tiny8, tmp_path):
+    path = _pinpoint_config(tmp_path, tiny8)
+    with pytest.raises(ConfigError, match=r"train\.yaml: unknown key 'context\.variant'"):
+        load_train_config(path, ["context.variant=3"])
+    with pytest.raises(ConfigError, match=r"train\.yaml: context\.max_before and max_after are both 0"):
+        load_train_config(path, ["context.max_before=0", "context.max_after=0"])
+    with pytest.raises(ConfigError, match=r"train\.yaml: anchors\.corpus_per_step must be >= 1"):
+        load_train_config(path, ["anchors.corpus_per_step=0"])
+    everything = tmp_path / "all.csv"
+    everything.write_text("prompt\nadam driver\nAdam Driver on stage\n", encoding="utf-8")
+    cfg = load_train_config(path, [f"anchors.corpus={everything}"])
+    with pytest.raises(ValueError, match=r"all\.csv: every prompt names 'adam driver'"):
+        training.train(cfg, 0, 1)
