@@ -181,3 +181,25 @@ def test_bad_option_values_name_the_key_and_the_file(tiny8, tmp_path):
     cfg = load_train_config(path, [f"anchors.corpus={everything}"])
     with pytest.raises(ValueError, match=r"all\.csv: every prompt names 'adam driver'"):
         training.train(cfg, 0, 1)
+
+
+def test_stable_diffusion_pinpoint_configs_are_train_yaml_plus_the_generated_option_files():
+    import dataclasses
+
+    from cpe import context_files
+    from cpe.config import REPO_ROOT
+
+    assert context_files.differences(REPO_ROOT) == []  # the shipped files are what the generator writes
+    for domain in ("celebs", "artists", "explicit"):
+        paper = load_train_config(REPO_ROOT / "configs" / domain / "train.yaml")
+        cfg = load_train_config(REPO_ROOT / "configs" / domain / "train_context.yaml")
+        assert (cfg.network, cfg.train, cfg.adversarial, cfg.model) == (
+            paper.network, paper.train, paper.adversarial, paper.model)
+        assert dataclasses.replace(cfg.prompts, compositions=None) == paper.prompts
+        assert dataclasses.replace(cfg.anchors, corpus=None) == paper.anchors
+        assert cfg.experiment_name() == paper.experiment_name() + "_context"
+        side = training.read_prompt_lists(cfg)
+        compositions = context_files.compositions(domain)
+        assert side.templates[len(side.templates) - cfg.context.variants - len(compositions):][:len(compositions)] == (
+            compositions)
+        assert side.corpus == context_files.corpus() and len(side.corpus) >= 400
