@@ -29,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start the output folder over when it holds images of other erasers or settings "
                         "(its images and manifest are deleted); without it such a rerun is refused")
     p.add_argument("--uce", metavar="FILE", help="a UCE edit (train_uce.py) applied to the UNet before sampling")
+    p.add_argument("--strict_base", action="store_true",
+                   help="refuse erasers trained on another base model than --model (or not recording theirs); "
+                        "without it they are used after one warning line")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for another process writing the same output folder instead of stopping (exit 2)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the accelerate process's device)")
     overrides = p.add_argument_group("config overrides")
     overrides.add_argument("--data_dir", help="folder of the prompt CSVs (relative prompt_path values)")
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
                                  config_path=args.config, grid=args.grid, device=args.device,
-                                 pad_ranks=args.pad_ranks, overwrite=args.overwrite, uce=args.uce)
+                                 pad_ranks=args.pad_ranks, overwrite=args.overwrite, uce=args.uce,
+                                 strict_base=args.strict_base, wait=args.wait)
     except (OSError, ValueError) as e:  # bad input, and OS failures (full disk, unwritable folder), in one line
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2

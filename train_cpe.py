@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import ConfigError, load_train_config
+from cpe.config import ConfigError, command_line_model, load_train_config
 from cpe.io_utils import error_line
 from cpe.training import TrainingError, describe, train
 
@@ -39,13 +39,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain concepts that already have weights (the old files are replaced only once the "
                              "new ones are complete)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for another process training the same concept instead of stopping (exit 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     return parser.parse_args(argv)
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
     flags = {
-        "model.path": args.model, "network.gate_rank": args.gate_rank, "network.lora_rank": args.lora_rank,
+        "model.path": command_line_model(args.model) if args.model else None,  # CLI paths: relative to the cwd
+        "network.gate_rank": args.gate_rank, "network.lora_rank": args.lora_rank,
         "train.guidance": args.guidance, "train.pal": args.pal, "anchors.noise_scale": args.noise,
         "train.concept_batch": args.concept_batch, "model.device": args.device,
         "save.root": str(Path(args.output).resolve()) if args.output else None,  # CLI paths are relative to the cwd
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_train_config(args.config, overrides(args))
         print(f"{cfg.output_dir()}: {describe(cfg)}")
-        summary = train(cfg, args.st_idx, args.end_idx, args.resume, args.overwrite, args.guidance)
+        summary = train(cfg, args.st_idx, args.end_idx, args.resume, args.overwrite, args.guidance, args.wait)
     except (ConfigError, TrainingError, OSError, IndexError, ValueError) as e:  # also full disk, unwritable output
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2

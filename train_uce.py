@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import ConfigError, load_train_config
+from cpe.config import ConfigError, command_line_model, load_train_config
 from cpe.prompts import load_concepts
 from cpe.uce import FILE_NAME, UCESettings, save_uce, train_uce
 
@@ -47,7 +47,7 @@ def output_file(root: Path, settings: UCESettings, concepts: list[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = ([f"model.path={json.dumps(args.model)}"] if args.model else []) + list(args.set)
+    overrides = ([f"model.path={json.dumps(command_line_model(args.model))}"] if args.model else []) + list(args.set)
     settings = UCESettings(args.lamb, args.erase_scale, args.preserve_scale)
     end = args.st_idx + 1 if args.end_idx is None else args.end_idx
     try:

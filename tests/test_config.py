@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -102,3 +103,54 @@ def test_literal_choices_are_the_ones_the_code_accepts():
     assert typing.get_args(typing.get_type_hints(NetworkConfig)["key_mode"]) == KEY_MODES
     assert set(typing.get_args(LRScheduler)) <= {s.value for s in SchedulerType}
     assert [resolve_dtype(name).itemsize for name in typing.get_args(DTypeName)] == [4, 4, 2, 2, 2, 2, 8]
+
+
+def test_model_path_resolves_like_the_other_paths_but_keeps_hub_ids(tmp_path, monkeypatch):
+    from cpe.config import REPO_ROOT
+    from cpe.toy import TOY_MODEL_DIR
+
+    (tmp_path / "configs" / "beside").mkdir(parents=True)
+    path = tmp_path / "configs" / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\n")
+    monkeypatch.chdir(tmp_path / "configs" / "beside")  # any other folder: nothing depends on it
+    folder = tmp_path / "configs"
+    expected = {
+        "CompVis/stable-diffusion-v1-4": "CompVis/stable-diffusion-v1-4",  # a hub id stays a hub id
+        "beside": str(folder / "beside"),  # a folder that exists beside the config
+        "./model": str(folder / "model"),  # written as a path: beside the config even before it exists
+        "../other/model": str(folder / "../other/model"),
+        "{root}/src/cpe/toy/assets/pipeline": str(REPO_ROOT / "src/cpe/toy/assets/pipeline"),
+        str(tmp_path / "abs"): str(tmp_path / "abs"),
+    }
+    for value, resolved in expected.items():
+        assert load_train_config(path, [f"model.path={json.dumps(value)}"]).model_path() == resolved, value
+    toy = load_train_config(CONFIGS / "toy" / "train_shape.yaml")
+    assert Path(toy.model_path()).resolve() == TOY_MODEL_DIR.resolve()
+
+
+def test_bad_values_and_bad_overrides_are_one_line_errors_naming_key_and_file(tmp_path):
+    path = tmp_path / "train.yaml"
+    at = re.escape(str(path))
+    for text, message in [("train:\n  iterations: 1.5\n", "train.iterations must be an integer, got 1.5"),
+                          ("anchors:\n  mixup: [1]\n", "anchors.mixup must be true or false, got [1]"),
+                          ("anchors:\n  sentences: [a]\n", "anchors.sentences must be a string, got ['a']"),
+                          ("train:\n  lr: .inf\n", "train.lr must be a finite number, got inf")]:
+        path.write_text("anchors:\n  general_words: g.csv\n" + text)
+        with pytest.raises(ConfigError, match=rf"^{at}: {re.escape(message)}$"):
+            load_train_config(path)
+    path.write_text("anchors:\n  sentences: s.csv\n")
+    for override, message in [("train.iterations", "override 'train.iterations' is not of the form key.path=value"),
+                              ("train.lr=[1,", "override 'train.lr=[1,': not a YAML value"),
+                              ("train.lr=fast", "train.lr must be a number, got 'fast'"),
+                              ("train.lr.x=1", "train.lr")]:
+        with pytest.raises(ConfigError, match=rf"^{at}: {re.escape(message)}") as error:
+            load_train_config(path, [override])
+        assert "\n" not in str(error.value)
+
+
+def test_overrides_merge_through_omegaconf_with_yaml_numbers_and_interpolation(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("anchors:\n  sentences: s.csv\ntrain:\n  pal: 1e4\n  iterations: 1e3\n")  # YAML: strings
+    cfg = load_train_config(path, ["train.lr=0.5", "adversarial.lr=${train.lr}", "train.num_stages=2.0"])
+    assert (cfg.train.pal, cfg.train.iterations, cfg.train.num_stages) == (1e4, 1000, 2)
+    assert isinstance(cfg.train.iterations, int) and cfg.adversarial.lr == cfg.train.lr == 0.5

@@ -103,3 +103,10 @@ def test_the_readme_library_example_runs_on_the_toy_model(tmp_path):
     assert namespace["network"].concept_active.tolist() == [False, True]
     assert namespace["image"].size == (32, 32) and not namespace["network"].attached_layers
     assert torch.equal(namespace["resag"].w_query[0], resag.w_query[0])
+
+
+def test_output_folder_ships_only_its_readme_which_says_what_lands_where():
+    readme = (REPO / "output" / "README.md").read_text(encoding="utf-8")
+    assert "output/<domain>/<experiment>/<concept>/" in readme and "CPE_Celeb" in readme
+    ignore = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "/output/*" in ignore and "!/output/README.md" in ignore

@@ -75,6 +75,20 @@ def test_two_processes_write_the_same_files_as_one(tiny_pipeline_dir, tmp_path):
         assert all(torch.equal(t, files["two"][path][k]) for k, t in tensors.items()), path
 
 
+def test_a_toy_config_trains_from_another_folder(tmp_path):
+    """Every path of a config, model.path included, is found from wherever the command runs."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = REPO / "configs" / "toy" / "train_shape.yaml"
+    run = subprocess.run([sys.executable, str(REPO / "train_cpe.py"), "--config", str(config), "--output", "out",
+                          "--end_idx", "1", "--set", "anchors.cache=false", *QUICK], cwd=elsewhere, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (gate_file,) = (elsewhere / "out").glob("*/circle/cpe_last.safetensors")
+    info = read_gate_file(gate_file)[1]
+    assert info.concept == "circle" and info.base_model == "{root}/src/cpe/toy/assets/pipeline"  # true in any clone
+
+
 def _error(argv: list[str], capsys) -> str:
     assert train_cpe.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()

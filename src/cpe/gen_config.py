@@ -1,9 +1,10 @@
 """Generation configs (``configs/<domain>/gen/*.yaml``): one dataclass of defaults, validated like training's.
 
-The mechanism is ``cpe.config``'s: ``GenerationConfig`` checks itself in ``__post_init__`` (also when built in
-code); loading adds the file, so an unknown or misspelt key, or a value of the wrong type, is a one-line error
-naming the key and file. Relative ``prompt_path`` values are read from ``data_dir`` (the prompt CSVs the project
-cannot ship live there; ``scripts/prepare_data.py`` builds them).
+The mechanism is ``cpe.config``'s (OmegaConf structured configs): ``GenerationConfig`` checks itself in
+``__post_init__`` (also when built in code); loading merges the file, then the command-line overrides, onto its
+schema, so an unknown or misspelt key, or a value of the wrong type, is a one-line error naming the key and file.
+Relative ``prompt_path`` values are read from ``data_dir`` (the prompt CSVs the project cannot ship live there;
+``scripts/prepare_data.py`` builds them).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from cpe.config import ConfigError, DTypeName, Section, at_least, build_dataclass, read_yaml
+from cpe.config import ConfigError, DTypeName, Section, at_least, build_config, read_yaml
 from cpe.names import check_relative_folder
 
 POOLED_MODES = ("keep", "neutral")  # SDXL's pooled text embedding under erasure (cpe.pooled)
@@ -86,9 +87,6 @@ def load_gen_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         raise ConfigError(f"{path}: a generation config must be a mapping of keys to values")
     if not values.get("subset"):
         values["subset"] = path.stem
-    cfg = build_dataclass(GenerationConfig, values, str(path), what=KEY_NAME)
     extra = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if extra:
-        cfg = build_dataclass(GenerationConfig, {**asdict(cfg), **extra}, f"{path} (command-line overrides)",
-                              what=KEY_NAME)
-    return cfg
+    layers = [(str(path), values), (f"{path} (command-line overrides)", extra)]
+    return build_config(GenerationConfig, layers if extra else layers[:1], what=KEY_NAME)

@@ -11,23 +11,34 @@ the main process writes the merged manifest at the end.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from PIL import Image
 from tqdm.auto import tqdm
 
 from cpe import gen_folder
 from cpe.gen_config import GenerationConfig
 from cpe.grid import compare_grid
-from cpe.io_utils import atomic_write, atomic_write_jsonl, check_writable_folder, read_jsonl, remove_stale_temp_files
+from cpe.io_utils import (
+    FolderBusy,
+    FolderLock,
+    atomic_write,
+    atomic_write_jsonl,
+    check_writable_folder,
+    read_jsonl,
+    remove_stale_temp_files,
+)
 from cpe.manifest import MANIFEST_NAME, read_manifest
-from cpe.models import TextEmbedding, TextSide, load_pipeline, pipeline_kind, resolve_device
+from cpe.models import TextEmbedding, TextSide, load_pipeline, pipeline_kind, resolve_device, same_model
 from cpe.names import FOLDER_MAX_BYTES, bounded, check_relative_folder, slug
 from cpe.prompt_csv import PromptRow, read_prompt_csv
 from cpe.weights import GateFileInfo, load_erasers
@@ -59,6 +70,22 @@ def experiment_name(infos: Sequence[GateFileInfo]) -> str:
     return bounded(joined.lstrip(".") or "erasers", FOLDER_MAX_BYTES)
 
 
+def base_model_notes(infos: Sequence[GateFileInfo], model: str) -> list[str]:
+    """One line per base model the erasers were trained on that is not ``model`` (or that they do not record)."""
+    by_base: dict[str, list[str]] = {}
+    for info in infos:
+        by_base.setdefault(info.base_model, []).append(info.name)
+    notes = []
+    for base, names in by_base.items():
+        which = ", ".join(names)
+        if not base:
+            notes.append(f"note: the base model of eraser(s) {which} is unknown (the file does not record it); "
+                         f"loading them onto {model}")
+        elif not same_model(base, model):
+            notes.append(f"warning: eraser(s) {which} were trained on {base}, this run loads them onto {model}")
+    return notes
+
+
 @dataclass
 class GenerationSummary:
     out_dir: Path
@@ -74,9 +101,10 @@ class GenerationPipeline:
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
                  device: str | torch.device | None = None, pad_ranks: bool = False, load_model: bool = True,
-                 uce: str | Path | None = None) -> None:
+                 uce: str | Path | None = None, strict_base: bool = False) -> None:
         """Load the erasers and the UCE edit, then (unless ``load_model`` is False: call ``load_model()`` later)
-        the pipeline."""
+        the pipeline. Erasers trained on another base model than ``model`` are named in one warning line (process
+        0), or refused with ``strict_base``; so are files that do not record their base model."""
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
@@ -88,6 +116,11 @@ class GenerationPipeline:
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
                 )
+        notes = base_model_notes(self.infos, model)
+        if strict_base and notes:
+            raise ValueError(f"--strict_base: {notes[0].split(': ', 1)[1]}")
+        if notes and os.environ.get("RANK", "0") == "0":  # once, not once per process
+            print("\n".join(notes), file=sys.stderr)
         if cfg.pooled != "keep" and pipeline_kind(model) != "sdxl":
             raise ValueError(f"pooled: {cfg.pooled} needs an SDXL model; {model} has no pooled text embedding")
         self._resag, self._device = resag, device
@@ -131,7 +164,8 @@ class GenerationPipeline:
 
     def eraser_records(self) -> list[dict]:
         uce = [{"name": self.uce_edit.name, "sha256": self.uce_edit.sha256}] if self.uce_edit else []
-        return [{"name": info.name, "sha256": info.sha256} for info in self.infos] + uce
+        gates = [{"name": info.name, "sha256": info.sha256, "base_model": info.base_model} for info in self.infos]
+        return gates + uce
 
     def guidance(self, row: PromptRow) -> float:
         return self.cfg.guidance_scale if row.guidance is None else row.guidance
@@ -280,13 +314,17 @@ def run_generation(
     pad_ranks: bool = False,
     overwrite: bool = False,
     uce: str | Path | None = None,
+    strict_base: bool = False,
+    wait: bool = False,
 ) -> GenerationSummary:
     """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first.
 
     ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``).
     A folder holding images of other erasers or settings is refused (``cpe.gen_folder``) unless
     ``overwrite``, which deletes its images and manifest and starts it over. ``uce`` is a UCE file (``cpe.uce``)
-    applied to the UNet before sampling.
+    applied to the UNet before sampling. ``strict_base`` refuses erasers trained on another base model. The folder
+    is locked for the run: one that another run is writing is an error naming it (``FolderBusy``), or with ``wait``
+    is waited for.
     """
     start = time.perf_counter()
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # CPU processes join via gloo
@@ -294,60 +332,82 @@ def run_generation(
         check_relative_folder(experiment, "experiment")
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
     gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, uce=uce,
-                             load_model=False)
+                             load_model=False, strict_base=strict_base)
     named = [*gen.infos, *([gen.uce_edit] if gen.uce_edit else [])]
     out_dir = Path(cfg.save_root) / (experiment or experiment_name(named)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
     check_writable_folder(targets)  # before the slow part
-    gen.load_model()
-    old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
-    settings = gen_folder.settings(gen.model, gen.eraser_records(), cfg.image_settings())
-    new = {} if grid else {image_name(r, i): _record(r, i, gen, config_path)
-                           for r in table.rows for i in range(cfg.generate_num)}
-    gen_folder.check(targets, settings, old, new, grid, overwrite)  # every process, before anything is written
-    if state.is_main_process:
-        remove_stale_temp_files(targets)  # left by a killed run
-        remove_stale_temp_files(out_dir)
+    with _one_job(out_dir, state, wait):  # before the folder is read
+        gen.load_model()
+        old = {} if grid or not (out_dir / MANIFEST_NAME).is_file() else {r["file"]: r for r in read_manifest(out_dir)}
+        settings = gen_folder.settings(gen.model, gen.eraser_records(), cfg.image_settings())
+        new = {} if grid else {image_name(r, i): _record(r, i, gen, config_path)
+                               for r in table.rows for i in range(cfg.generate_num)}
+        gen_folder.check(targets, settings, old, new, grid, overwrite)  # every process, before anything is written
+        if state.is_main_process:
+            remove_stale_temp_files(targets)  # left by a killed run
+            remove_stale_temp_files(out_dir)
+            if overwrite:
+                gen_folder.start_over(targets, old, None if grid else out_dir / MANIFEST_NAME, grid)
+            gen_folder.write(targets, settings)
+        state.wait_for_everyone()
         if overwrite:
-            gen_folder.start_over(targets, old, None if grid else out_dir / MANIFEST_NAME, grid)
-        gen_folder.write(targets, settings)
-    state.wait_for_everyone()
-    if overwrite:
-        old = {}
+            old = {}
 
-    def done(row: PromptRow) -> bool:
-        if grid:
-            return (targets / grid_name(row)).is_file()
-        return all((out_dir / image_name(row, i)).is_file() for i in range(cfg.generate_num))
+        def done(row: PromptRow) -> bool:
+            if grid:
+                return (targets / grid_name(row)).is_file()
+            return all((out_dir / image_name(row, i)).is_file() for i in range(cfg.generate_num))
 
-    names = (image_name(r, i) for r in table.rows for i in range(cfg.generate_num))
-    existed = {name for name in names if (out_dir / name).is_file()}
-    skipped_existing = sum(done(r) for r in table.rows)
-    state.wait_for_everyone()  # every process has looked at the folder before any writes
-    pending = [row for row in shard(table.rows, state.process_index, state.num_processes) if not done(row)]
-    generated = 0
-    with tqdm(total=len(pending), desc=f"{cfg.subset} [{state.process_index}]", unit="row",
-              disable=not state.is_local_main_process) as progress:
-        if grid:
-            for row in pending:
-                _save_png(gen.grid(row), targets / grid_name(row))
-                generated += 1
-                progress.update(1)
-        else:
-            for batch in batches(pending, cfg.batch_size, gen.guidance):
-                for row, images in zip(batch, gen.images(batch), strict=True):
-                    for i, image in enumerate(images):
-                        _save_png(image, out_dir / image_name(row, i))
-                        generated += 1
-                progress.update(len(batch))
-    generated = sum(gather_object([generated]))  # waits for every process
-    seconds = time.perf_counter() - start
-    summary = GenerationSummary(out_dir, len(table.rows), table.skipped_empty, skipped_existing, generated, seconds)
-    if state.is_main_process and not grid:
-        records = _merged_manifest(out_dir, table.rows, gen, config_path, old, existed)
-        atomic_write_jsonl(out_dir / MANIFEST_NAME, records)
-        _append_log(out_dir, summary, gen, config_path, state.num_processes)
-    return summary
+        names = (image_name(r, i) for r in table.rows for i in range(cfg.generate_num))
+        existed = {name for name in names if (out_dir / name).is_file()}
+        skipped_existing = sum(done(r) for r in table.rows)
+        state.wait_for_everyone()  # every process has looked at the folder before any writes
+        pending = [row for row in shard(table.rows, state.process_index, state.num_processes) if not done(row)]
+        generated = 0
+        with tqdm(total=len(pending), desc=f"{cfg.subset} [{state.process_index}]", unit="row",
+                  disable=not state.is_local_main_process) as progress:
+            if grid:
+                for row in pending:
+                    _save_png(gen.grid(row), targets / grid_name(row))
+                    generated += 1
+                    progress.update(1)
+            else:
+                for batch in batches(pending, cfg.batch_size, gen.guidance):
+                    for row, images in zip(batch, gen.images(batch), strict=True):
+                        for i, image in enumerate(images):
+                            _save_png(image, out_dir / image_name(row, i))
+                            generated += 1
+                    progress.update(len(batch))
+        generated = sum(gather_object([generated]))  # waits for every process
+        seconds = time.perf_counter() - start
+        summary = GenerationSummary(out_dir, len(table.rows), table.skipped_empty, skipped_existing, generated, seconds)
+        if state.is_main_process and not grid:
+            records = _merged_manifest(out_dir, table.rows, gen, config_path, old, existed)
+            atomic_write_jsonl(out_dir / MANIFEST_NAME, records)
+            _append_log(out_dir, summary, gen, config_path, state.num_processes)
+        return summary
+
+
+@contextmanager
+def _one_job(folder: Path, state: PartialState, wait: bool) -> Iterator[None]:
+    """The folder's lock, held by the main process for the run (its processes share the folder); a refusal reaches
+    every process."""
+    lock = FolderLock(folder, wait)
+    refusal: list[str | None] = [None]
+    if state.is_main_process:
+        try:
+            lock.acquire()
+        except FolderBusy as e:
+            refusal = [str(e)]
+    if state.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0]:
+        raise FolderBusy(refusal[0])
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _append_log(out_dir: Path, summary: GenerationSummary, gen: GenerationPipeline, config_path: str,

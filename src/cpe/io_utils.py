@@ -7,12 +7,18 @@ target and flushes the folder, so a crash or power cut leaves the old file or th
 gets the permissions a plain ``open()`` would give it: those of the file it replaces, else 0666 minus
 the umask. Temporary files are named ``.<name>.<host>-<pid>-<random>.cpe-tmp``; ones whose writer died
 (``kill -9``) are removed by ``remove_stale_temp_files`` when the next run starts.
+
+One job per folder: ``FolderLock`` holds an exclusive ``flock`` on ``.<folder>.lock`` beside the folder (beside it,
+so that the lock survives the folder being swapped, and the folder lists only what the job wrote). The file holds
+the holder's PID for the message of a process that finds it taken; the OS drops the lock when its holder dies, so
+the file a killed process leaves blocks nobody.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -21,6 +27,7 @@ import re
 import secrets
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -268,3 +275,66 @@ def read_safetensors(path: str | Path, error: type[Exception], what: str) -> tup
     except Exception as e:  # safetensors raises several error types for damaged files
         raise error(f"{path}: not a readable safetensors {what} ({type(e).__name__}: {printable(e)})") from None
     return tensors, metadata
+
+
+class FolderBusy(OSError):
+    """Another process works in the folder; the message names the folder and the holder's PID."""
+
+
+class FolderLock:
+    """An exclusive lock on ``folder`` (a job's folder: a concept's training, a generation subset), taken on
+    ``acquire`` or ``with``; a taken lock is an error naming the holder's PID, or with ``wait`` is waited for."""
+
+    def __init__(self, folder: str | Path, wait: bool = False) -> None:
+        self.folder, self.wait = Path(folder), wait
+        self.path = self.folder.parent / f".{self.folder.name}.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._lock(fd)
+                try:
+                    current = os.stat(self.path)
+                except FileNotFoundError:
+                    current = None
+                mine = os.fstat(fd)
+                if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                    self._fd, fd = fd, None
+                # else the holder removed the file while we waited for it: lock the one at the path now
+            finally:
+                if fd is not None:
+                    os.close(fd)
+
+    def _lock(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        if not self.wait:
+            raise FolderBusy(f"{self.folder}: another process (PID {holder}) is working in this folder; "
+                             "pass --wait to wait for it") from None
+        print(f"waiting for {self.folder}: process {holder} is working in it", file=sys.stderr)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None

@@ -3,7 +3,8 @@
 File ``manifest.jsonl`` in the generation output folder. Each record has at least:
 ``file`` (image path relative to the manifest's folder), ``row`` (prompt-CSV row index), ``prompt``,
 ``seed``, ``image_index`` (i of ``generate_num``), ``guidance``, ``erasers`` (list of
-``{"name", "sha256"}``; empty for the original model), ``model``, ``config``, and ``extra`` (the
+``{"name", "sha256"}``, gate files with ``"base_model"``: the model they record being trained on, "" when
+unknown; empty for the original model), ``model`` (the one loaded), ``config``, and ``extra`` (the
 CSV's other columns, e.g. ``case_number``, ``artist``, ``type``).
 """
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPTokenizer
 
-from cpe.config import DTypeName
+from cpe.config import REPO_ROOT, DTypeName
 
 CLIP_TOKENIZER_ASSETS = Path(__file__).parent / "assets" / "clip_tokenizer"
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -46,6 +46,29 @@ def check_model_source(model: str) -> None:
         raise FileNotFoundError(f"model folder does not exist: {model}")
     if not looks_local:
         _check_hub_model(model)
+
+
+def model_identity(model: str) -> str:
+    """What names a model regardless of how it is written: a local folder's resolved path (a relative one from the
+    current folder, else from the repository root, where the toy models live), else the hub id as written."""
+    text = model.replace("{root}", str(REPO_ROOT))
+    local = Path(text).expanduser()
+    for folder in (local, REPO_ROOT / local):
+        if folder.is_dir():
+            return str(folder.resolve())
+    return text
+
+
+def same_model(a: str, b: str) -> bool:
+    return model_identity(a) == model_identity(b)
+
+
+def model_record(model: str) -> str:
+    """``model`` as a gate file records it: a folder inside the repository as ``{root}/…`` (true in any clone)."""
+    identity = Path(model_identity(model))
+    if identity.is_absolute() and identity.is_relative_to(REPO_ROOT):
+        return "{root}/" + identity.relative_to(REPO_ROOT).as_posix()
+    return model
 
 
 @functools.lru_cache(maxsize=16)

@@ -152,7 +152,7 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
     template with each general word and each candidate that is not erased (CPE's anchors, all of them).
     """
     from cpe.anchors import templated_pool
-    from cpe.models import TextSide, load_cross_attention_weights
+    from cpe.models import TextSide, load_cross_attention_weights, model_record
     from cpe.network import layer_name
     from cpe.prompts import erase_pairs, load_concepts, unique
     from cpe.training import concept_range, read_prompt_lists
@@ -167,16 +167,16 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
     pairs = [pair for c in concepts for pair in erase_pairs(c, side.templates, p.placeholder)]
     keep = [w for w in unique(side.general_words + side.candidates) if w.lower() not in erased]
     preserve = unique(templated_pool(keep, side.templates, p.placeholder) + side.sentences)
-    text = TextSide.load(cfg.model.path, device=device)
+    text = TextSide.load(cfg.model_path(), device=device)
     old, new = edit_contexts(text, pairs)
     kept = preserve_contexts(text, preserve)
-    attention = load_cross_attention_weights(cfg.model.path, device=device)
+    attention = load_cross_attention_weights(cfg.model_path(), device=device)
     projections = {layer_name(f"{path}.{part}"): w[part] for path, w in attention.items() for part in ("to_k", "to_v")}
     deltas = compute_deltas(projections, old, new, kept, settings)
     info = {"erase_prompts": len(pairs), "erase_positions": len(old), "preserve_prompts": len(preserve),
             "preserve_positions": len(kept), "seconds": round(time.perf_counter() - started, 2),
             "training_config": cfg.as_dict()}
-    return UCEEdit(deltas, [c.target for c in concepts], [c.neutral for c in concepts], cfg.model.path,
+    return UCEEdit(deltas, [c.target for c in concepts], [c.neutral for c in concepts], model_record(cfg.model_path()),
                    old.shape[1], settings, info)
 
 

@@ -21,7 +21,7 @@ from cpe.manifest import MANIFEST_NAME
 from cpe.metrics.domains import DOMAINS
 from cpe.prompt_csv import read_prompt_csv
 from cpe.prompts import load_concepts, read_csv_column
-from cpe.toy.gallery import domain_files
+from cpe.toy.gallery import GALLERY_MODEL_DIR, domain_files
 from cpe.toy.gallery.captions import ERASE_WORDS, GENERIC_PERSON, OTHER_TRIGGERS, words
 from cpe.toy.gallery.identities import identities
 from cpe.toy.gallery.objects import OBJECTS
@@ -67,7 +67,7 @@ def test_concept_lists_neutrals_and_anchors_match_the_world():
         assert [c.target for c in concepts] == names
         assert {c.neutral for c in concepts} == {neutral} and p.neutral == domain_files.NEUTRALS[domain]
         assert (cfg.network.gate_rank, cfg.network.lora_rank) == (gate_rank, lora_rank)
-        assert cfg.model.path == "src/cpe/toy/gallery/assets/pipeline"
+        assert Path(cfg.model_path()) == GALLERY_MODEL_DIR
         templates = read_csv_column(cfg.path(p.templates), "prompt")
         assert templates == domain_files.templates(domain)
         assert all(t.endswith("{concept}") for t in templates)  # nothing after the concept shifts (method.md §2.2)

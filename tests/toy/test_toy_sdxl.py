@@ -119,3 +119,81 @@ def test_an_eraser_trained_by_the_training_code_on_the_sdxl_toy_erases_red(tmp_p
     gen.network.enabled = False
     original = red_rate()
     assert original >= 0.95 and erased <= 0.4
+
+
+# -- erasers from another base model (issue 22) -------------------------------------------------------------------
+
+
+def _generate(tmp_path, model, eraser, *flags) -> tuple[int, list[str]]:
+    """generate.py on one 16-pixel row, one step; its exit code and the lines it wrote to stderr."""
+    import contextlib
+    import io
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    tmp_path.mkdir(exist_ok=True)
+    csv = tmp_path / "prompts.csv"
+    csv.write_text("prompt,evaluation_seed\na red circle,1\n")
+    config = tmp_path / "erased.yaml"
+    config.write_text(f"prompt_path: {csv}\nwidth: 16\nheight: 16\nnum_inference_steps: 1\n")
+    sys.path.insert(0, str(repo))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(repo))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = generate.main(["--config", str(config), "--model", str(model), "--erasers", str(eraser),
+                              "--save_root", str(tmp_path / "out"), "--device", "cpu", *flags])
+    return code, [line for line in err.getvalue().splitlines() if line.startswith(("warning", "note", "error"))]
+
+
+@pytest.fixture(scope="module")
+def sd_toy_eraser(tmp_path_factory):
+    """A gate file for the SD toy (its UNet's layers, recorded base model: the SD toy as the toy config names it)."""
+    from cpe.models import load_unet
+    from cpe.network import spec_for_unet
+    from cpe.resag import ResAG
+    from cpe.weights import save_gate_file
+
+    folder = tmp_path_factory.mktemp("sd_toy_eraser") / "exp" / "red"
+    resag = ResAG(spec_for_unet(load_unet(str(TOY_MODEL_DIR))))
+    return save_gate_file(resag, folder / "cpe_last.safetensors", concept="red", neutral="colorful",
+                          base_model="{root}/src/cpe/toy/assets/pipeline")
+
+
+def test_erasers_of_the_sd_toy_on_the_sdxl_toy_warn_naming_both_and_the_manifest_records_it(sd_toy_eraser, tmp_path):
+    from cpe.manifest import read_manifest
+
+    code, lines = _generate(tmp_path, TOY_SDXL_MODEL_DIR, sd_toy_eraser)
+    assert code == 0 and len(lines) == 1, lines
+    assert lines[0].startswith("warning: ") and "src/cpe/toy/assets/pipeline" in lines[0]
+    assert str(TOY_SDXL_MODEL_DIR) in lines[0]
+    (record,) = read_manifest(tmp_path / "out" / "exp" / "erased")
+    assert record["model"] == str(TOY_SDXL_MODEL_DIR)
+    assert record["erasers"][0]["base_model"] == "{root}/src/cpe/toy/assets/pipeline"
+
+
+def test_strict_base_refuses_erasers_of_another_model_and_writes_nothing(sd_toy_eraser, tmp_path):
+    code, lines = _generate(tmp_path, TOY_SDXL_MODEL_DIR, sd_toy_eraser, "--strict_base")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --strict_base: ") and "src/cpe/toy/assets/pipeline" in lines[0]
+    assert str(TOY_SDXL_MODEL_DIR) in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_erasers_on_their_own_base_model_load_silently_however_the_path_is_written(sd_toy_eraser, tmp_path):
+    code, lines = _generate(tmp_path, TOY_MODEL_DIR, sd_toy_eraser, "--strict_base")
+    assert (code, lines) == (0, [])
+
+
+def test_released_files_without_a_base_model_get_a_note_that_it_is_unknown(sd_toy_eraser, tmp_path):
+    from cpe.weights import export_released
+
+    released = export_released(sd_toy_eraser, tmp_path / "released" / "red" / "red_last.safetensors")
+    code, lines = _generate(tmp_path, TOY_MODEL_DIR, released)
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("note: ") and "unknown" in lines[0], lines
+    assert str(TOY_MODEL_DIR) in lines[0]
+    code, lines = _generate(tmp_path / "strict", TOY_MODEL_DIR, released, "--strict_base")
+    assert code == 2 and lines[0].startswith("error: --strict_base: ")

@@ -68,7 +68,7 @@ class FrozenModel:
 def encoder_identity(cfg: TrainConfig, device: torch.device) -> dict:
     """Everything the text encoder's outputs depend on: its files, dtype, device type and the library versions."""
     return {
-        "components": component_files(cfg.model.path, ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")),
+        "components": component_files(cfg.model_path(), ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")),
         "dtype": str(resolve_dtype(cfg.model.dtype)),
         "device": device.type,
         "torch": torch.__version__,
@@ -88,14 +88,14 @@ def embedding_cache(cfg: TrainConfig, device: torch.device) -> EmbeddingCache | 
 
 def load_frozen(cfg: TrainConfig, device: torch.device) -> FrozenModel:
     """Text side and cross-attention weights only; the UNet itself is never built (method.md §2.1)."""
-    text = TextSide.load(cfg.model.path, device=device, dtype=resolve_dtype(cfg.model.dtype))
-    attention = load_cross_attention_weights(cfg.model.path, device=device, dtype=torch.float32)
+    text = TextSide.load(cfg.model_path(), device=device, dtype=resolve_dtype(cfg.model.dtype))
+    attention = load_cross_attention_weights(cfg.model_path(), device=device, dtype=torch.float32)
     projections = {
         layer_name(f"{path}.{part}"): weights[part] for path, weights in attention.items() for part in ("to_k", "to_v")
     }
     embed_dim = next(iter(projections.values())).shape[1]
     if text.width != embed_dim:
-        raise ValueError(f"{cfg.model.path}: the text encoder(s) give a {text.width}-wide context but the UNet's "
+        raise ValueError(f"{cfg.model_path()}: the text encoder(s) give a {text.width}-wide context but the UNet's "
                          f"cross-attention takes {embed_dim}")
     kv = KVLoss(projections, lipschitz_weights(attention, text.tokens), text.tokens)
     net = cfg.network

@@ -16,6 +16,7 @@ from cpe.adversarial import new_bank, save_bank
 from cpe.anchors import EmbeddingStore, sample_anchors
 from cpe.config import TrainConfig
 from cpe.losses import EraseBatch, FrozenBank, attack_loss, erase_losses
+from cpe.models import model_record
 from cpe.prompts import Concept
 from cpe.resag import ResAG
 from cpe.training.data import ConceptData, FrozenModel, PromptSide
@@ -229,7 +230,7 @@ class BatchTrainer:
             if self.delta is not None:  # first: a "_last" gate file marks a concept whose files are complete
                 save_bank(paths.bank, self.delta[i], d.concept.target)
             save_gate_file(self.resag, paths.gate(suffix), concept=d.concept.target, neutral=d.concept.neutral,
-                           base_model=self.cfg.model.path, training_config=self._record(d.concept),
+                           base_model=model_record(self.cfg.model_path()), training_config=self._record(d.concept),
                            concept_index=i, overwrite=True)
 
     def _record(self, concept: Concept) -> dict:

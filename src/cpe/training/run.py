@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cpe.config import TrainConfig
-from cpe.io_utils import check_writable_folder, remove_stale_temp_files
+from cpe.io_utils import FolderLock, check_writable_folder, remove_stale_temp_files
 from cpe.models import check_model_source, resolve_device
 from cpe.prompts import Concept, load_concepts
 from cpe.training.data import PromptSide, encode_prompt_side, load_frozen, prepare_batch, read_prompt_lists
@@ -111,8 +112,12 @@ class TrainSummary:
 
 
 def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool = False, overwrite: bool = False,
-          guidance_override: float | None = None) -> TrainSummary:
-    """Train concepts ``[start, end)`` of the config's list; with accelerate, each process takes a share."""
+          guidance_override: float | None = None, wait: bool = False) -> TrainSummary:
+    """Train concepts ``[start, end)`` of the config's list; with accelerate, each process takes a share.
+
+    Each concept's folder is locked from planning until the concept is finished: a concept another process is
+    training is an error naming it (``FolderBusy``), or with ``wait`` is waited for (and then skipped if finished).
+    Processes of one run take disjoint shares and never wait for each other."""
     from accelerate import PartialState
 
     begin = time.perf_counter()
@@ -123,30 +128,36 @@ def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool
         concepts = [dataclasses.replace(c, guidance=guidance_override) for c in concepts]
     selected = concept_range(concepts, start, end, str(cfg.path(p.concepts)))
     lists = read_prompt_lists(cfg)
-    check_model_source(cfg.model.path)
+    check_model_source(cfg.model_path())
     check_writable_folder(cfg.output_dir())
     device = state.device if cfg.model.device == "auto" else resolve_device(cfg.model.device)
     with state.split_between_processes(selected) as mine:
         mine = list(mine)
-    todo = plan(cfg, mine, resume, overwrite)
     trained: list[Path] = []
-    if todo:
-        # The gate's query weights start near 1e-8, so their Adam statistics become denormal floats, which x86
-        # CPUs process very slowly (4x slower steps at SD v1.4 shapes): flush them to zero while training.
-        flush = device.type == "cpu"
-        if flush:
-            torch.set_flush_denormal(True)
-        try:
-            trained = _train_todo(cfg, todo, lists, device)
-        finally:
+    with ExitStack() as held:
+        locks = {c.folder: held.enter_context(FolderLock(cfg.output_dir() / c.folder, wait)) for c in mine}
+        todo = plan(cfg, mine, resume, overwrite)
+        for concept in set(locks) - {c.folder for c, _, _ in todo}:
+            locks[concept].release()  # finished: nothing to guard
+        if todo:
+            # The gate's query weights start near 1e-8, so their Adam statistics become denormal floats, which x86
+            # CPUs process very slowly (4x slower steps at SD v1.4 shapes): flush them to zero while training.
+            flush = device.type == "cpu"
             if flush:
-                torch.set_flush_denormal(False)
+                torch.set_flush_denormal(True)
+            try:
+                trained = _train_todo(cfg, todo, lists, device, locks)
+            finally:
+                if flush:
+                    torch.set_flush_denormal(False)
     state.wait_for_everyone()
     return TrainSummary(trained, len(mine) - len(todo), time.perf_counter() - begin)
 
 
-def _train_todo(cfg: TrainConfig, todo: list, lists: PromptSide, device: torch.device) -> list[Path]:
-    """Load the frozen model once, then train the pending concepts batch by batch."""
+def _train_todo(cfg: TrainConfig, todo: list, lists: PromptSide, device: torch.device,
+                locks: dict[str, FolderLock]) -> list[Path]:
+    """Load the frozen model once, then train the pending concepts batch by batch (each batch's folder locks are
+    released as soon as its files are final)."""
     model = load_frozen(cfg, device)
     side = encode_prompt_side(lists, model)
     root = cfg.output_dir()
@@ -169,6 +180,8 @@ def _train_todo(cfg: TrainConfig, todo: list, lists: PromptSide, device: torch.d
         for path, final in zip(paths, finals, strict=True):
             if path != final:
                 replace_folder(path, final, root)  # the old weights go only now that the new ones are complete
+        for concept in concepts_here:
+            locks[concept.folder].release()
         trained.extend(final.last for final in finals)
     return trained
 
