@@ -174,7 +174,7 @@ def test_prompt_sets_per_size_are_nested_prefixes():
 def test_shell_scripts_parse_and_name_the_trained_experiment(tmp_path):
     scripts = sorted((REPO / "shell_scripts").glob("toy_*/*.sh")) + [
         REPO / "shell_scripts/common/toy_gallery.sh", REPO / "shell_scripts/common/evaluate_toy_gallery.sh"]
-    assert len(scripts) == 14
+    assert len(scripts) == 17  # 5 per domain (train, generate, evaluate, quickstart, inspect) and the 2 shared
     for script in scripts:
         assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, script
     for domain, prefix in SCRIPT_NAMES.items():
