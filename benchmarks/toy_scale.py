@@ -41,6 +41,13 @@ RETENTION = {"celebs": "artist", "artists": "actor"}  # the other domain's set e
 NEUTRAL_SET = {"celebs": "generic", "artists": "neutral"}
 READER = {"celebs": "identity", "artists": "style"}
 RESEED = 100_000  # seed offset of the original model's second COCO-analogue sample (FD's chance level)
+COMPOSITIONAL_SETS = {  # compositional and context sets scored per domain: (subset, reader)
+    "celebs": (("styled_erased", "identity"), ("styled_erased", "style"), ("styled_remained", "identity"),
+               ("styled_remained", "style"), ("context_erased", "identity"), ("context_remained", "identity")),
+    "artists": (("composed_erased", "style"), ("composed_erased", "identity"), ("composed_remained", "style"),
+                ("composed_remained", "identity"), ("context_erased", "style")),
+}
+FLOOR_SETS = ("/generic", "/neutral", "/styled_generic", "/composed_neutral")  # drawn by the original model only
 POOLS = {  # anchor pools (pool_overrides) -> what they anchor
     "domain": "identities anchored on identities, artists on artists (the paper's)",
     "world": "identities and artists anchored on every identity and artist name (an ablation)",
@@ -139,6 +146,9 @@ def score_row(row: dict, sets: dict[str, list[dict]], erased: dict, original, co
 
     result: dict = {"name": row["name"], "erase": row["erase"]}
     accuracy = {"celebs": identity_accuracy, "artists": style_accuracy}
+    reader = {"identity": identity_accuracy, "style": style_accuracy}
+    compositional = {domain: [(subset, what, reader[what]) for subset, what in pairs]
+                     for domain, pairs in COMPOSITIONAL_SETS.items()}
     for domain, n in row["erase"].items():
         if domain == "explicit":
             for which in ("all", "erase_words", "other_words"):
@@ -157,6 +167,10 @@ def score_row(row: dict, sets: dict[str, list[dict]], erased: dict, original, co
             "H": harmonic(acc_e["value"], acc_r["value"]),
             "retention": keep(erased[retained]), "retention_original": keep(orig(retained)),
         }
+        result[domain]["compositional"] = {  # cpe.toy.gallery.compose: two readers on the same image
+            f"{subset}:{what}": {"erased": read(erased[f"{domain}/{subset}"]),
+                                   "original": read(orig(f"{domain}/{subset}"))}
+            for subset, what, read in compositional[domain]}
         seconds = [costs.get(domain, {}).get(c) for c in names]
         known = [s for s in seconds if s is not None]
         result[domain]["train_seconds_per_concept"] = sum(known) / len(known) if known else None
@@ -197,9 +211,10 @@ def _fd(entry: dict) -> str:
     return f"{_num(None if entry['value'] is None else max(entry['value'], 0.0), 2)} (n={entry['n']})"
 
 
-def title(pool: str) -> str:
+def title(pool: str, config: str = "train") -> str:
     return "Erasure against the number of erased concepts (gallery" + ("" if pool == "domain" else f", {pool} anchor "
-                                                                      "pool") + ")"
+                                                                      "pool") + (
+        "" if config == "train" else f", {config}.yaml") + ")"
 
 
 def render(results: dict) -> str:
@@ -229,6 +244,13 @@ def render(results: dict) -> str:
         if "celebs" not in r and "artists" not in r:
             lines.append(f"| {r['name']} | marks | — | — | — | — | — | — | {marks} "
                          f"| {_fd(r['fd_coco'])} | — |")
+    lines += ["", "Compositional and context sets (cpe.toy.gallery.compose; identity and style read on the same "
+              "image): the row's rate on its erased model (the original model's).", "",
+              "| row | set: reader | rate (orig) |", "|---|---|---|"]
+    for r in results["rows"]:
+        for domain in ("celebs", "artists"):
+            for key, entry in r.get(domain, {}).get("compositional", {}).items():
+                lines.append(f"| {r['name']} | {domain}/{key} | {_pct(entry['erased'])} ({_pct(entry['original'])}) |")
     lines += ["", f"Model {results['model']}; {results['steps']} sampling steps, guidance 5.0, seeds as in the prompt "
               f"CSVs (cpe.toy.gallery.domain_files; limit {results['limit']} rows per set); training overrides "
               f"{results['overrides'] or 'none'}; anchor pool {pool}: {POOLS[pool]}. "
@@ -253,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", help="gallery pipeline folder (default: cpe.toy.gallery.GALLERY_MODEL_DIR)")
     parser.add_argument("--out", help="erasers, prompts, images (default: output/toy_scale, output/toy_scale_world "
                                       "with --anchor-pool world)")
+    parser.add_argument("--config", default="train", help="training config of every domain: configs/toy_<domain>/"
+                                                          "<config>.yaml (train_context: the pinpoint options)")
     parser.add_argument("--anchor-pool", choices=list(POOLS), default="domain",
                         help="; ".join(f"{name}: {what}" for name, what in POOLS.items()))
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"), help="folder of toy_scale.{md,json}")
@@ -277,7 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.model = str(GALLERY_MODEL_DIR)
     if not (Path(args.model) / "model_index.json").is_file():
         raise SystemExit(f"error: no gallery pipeline at {args.model} (python -m cpe.toy.gallery.build --out DIR)")
-    suffix = "" if args.anchor_pool == "domain" else f"_{args.anchor_pool}"
+    suffix = ("" if args.anchor_pool == "domain" else f"_{args.anchor_pool}") + (
+        "" if args.config == "train" else f"_{args.config.removeprefix('train_')}")
     out = Path(args.out or REPO / "output" / f"toy_scale{suffix}")
     results_dir = Path(args.results)
     overrides = [*([f"train.iterations={args.iterations}"] if args.iterations else []), *args.set]
@@ -290,7 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
         for domain, n in row["erase"].items():
             need[domain] = max(need.get(domain, 0), n)
     started = time.perf_counter()
-    gates = {d: train_concepts(d, n, out, args.model, overrides, costs, args.anchor_pool) for d, n in need.items()}
+    gates = {d: train_concepts(d, n, out, args.model, overrides, costs, args.anchor_pool, args.config)
+             for d, n in need.items()}
     atomic_write_text(costs_file, json.dumps(costs, indent=1) + "\n")
     train_seconds = time.perf_counter() - started
 
@@ -315,13 +341,14 @@ def main(argv: list[str] | None = None) -> dict:
         name = f"row{index}"
         erased = {}
         for subset, prompt_rows in sets.items():
-            if subset.endswith(("/generic", "/neutral")):
+            if subset.endswith(FLOOR_SETS):
                 continue
             erased[subset] = read_folder(generate(prompt_rows, name, subset, out, args.model, erasers, args.steps))
         scored.append({**score_row(row, sets, erased, original, costs),
                        "erasers": [str(p.relative_to(out)) for p in erasers]})
         print(f"{row['name']}: done", flush=True)
     results = {"model": args.model, "steps": args.steps, "limit": args.limit, "overrides": overrides,
+               "config": args.config,
                "anchor_pool": args.anchor_pool,
                "fd_chance": {"value": fd_chance, "n": len(coco), "seed_offset": RESEED},
                "threads": args.threads, "train_seconds_this_run": round(train_seconds, 1),
@@ -329,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
                "rows": scored}
     atomic_write_text(results_dir / f"toy_scale{suffix}.json", json.dumps(results, indent=1) + "\n")
     table = render(results)
-    atomic_write_text(results_dir / f"toy_scale{suffix}.md", f"# {title(args.anchor_pool)}\n\n" + table)
+    atomic_write_text(results_dir / f"toy_scale{suffix}.md", f"# {title(args.anchor_pool, args.config)}\n\n" + table)
     print(table, end="")
     return results
 

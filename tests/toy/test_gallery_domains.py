@@ -350,5 +350,9 @@ def test_scale_benchmark_smoke_run_on_a_tiny_pipeline(tmp_path):
     assert one["celebs"]["acc_e"]["n"] == 3 and one["celebs"]["floor"]["n"] == 3  # thinned sets (--limit 3)
     assert combined["marks_all"]["n"] == 3 and combined["fd_coco"]["n"] == results["fd_chance"]["n"] == 3
     assert set(combined) >= {"celebs", "artists", "marks_all", "marks_erase_words", "fd_coco"}
+    assert results["config"] == "train" and set(one["celebs"]["compositional"]) == {
+        "styled_erased:identity", "styled_erased:style", "styled_remained:identity", "styled_remained:style",
+        "context_erased:identity", "context_remained:identity"}
+    assert combined["artists"]["compositional"]["composed_remained:style"]["erased"]["n"] == 3
     table = (tmp_path / "results" / "toy_scale.md").read_text()
     assert "| 1 identities | identity | 1 |" in table and "(n=3)" in table
