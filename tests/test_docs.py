@@ -117,10 +117,18 @@ def test_output_folder_ships_only_its_readme_which_says_what_lands_where():
 # --- The front door and docs/: every link, file path and command they name exists -------------------------------
 
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-OUTPUT_ROOTS = {"output", "generated_images", "results"}  # what the commands write, not what the repository holds
+OUTPUT_ROOTS = ("output", "generated_images", "results")  # what the commands write, not what the repository holds
 PLACEHOLDER = re.compile(r"[<>{}*|$]|\.\.\.|…")
 CHECKED_SUFFIXES = (".py", ".sh", ".yaml", ".yml", ".toml", ".csv")
 LAUNCHERS = {"python", "python3", "torchrun", "accelerate"}
+
+
+def _outputs(repo: Path) -> tuple[str, ...]:
+    """Folders the tools write (and the repository's .gitignore names from its root): never repository paths."""
+    ignore = repo / ".gitignore"
+    lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.is_file() else []
+    anchored = [line.strip("/").removesuffix("/*") for line in lines if line.startswith("/") and "*" not in line[:-2]]
+    return (*OUTPUT_ROOTS, *anchored)
 
 
 def _top_level(repo: Path) -> set[str]:
@@ -144,7 +152,8 @@ def repo_path(token: str, repo: Path) -> Path | None:
     """The repository file a backtick-quoted ``token`` names, or None when it names none: a path whose first folder
     is one of the repository's top-level entries (``cpe/...`` means ``src/cpe/...``), or a bare file name with a
     source suffix (found anywhere in the repository); placeholders (``<x>``, ``{a,b}``, ``*``, ``|``, ``...``),
-    outputs (``output/``, ``generated_images/``, ``results/``), options and URLs are no repository paths."""
+    outputs (``output/``, ``generated_images/``, ``results/``, what .gitignore names from the root), options and URLs
+    are no repository paths."""
     token = token.strip().rstrip(".,:;")
     if not token or " " in token or PLACEHOLDER.search(token) or token.startswith(("-", "/", "~")) or "://" in token:
         return None
@@ -152,7 +161,7 @@ def repo_path(token: str, repo: Path) -> Path | None:
         return None
     first = token.split("/")[0]
     if "/" in token:
-        if first in OUTPUT_ROOTS:
+        if any(token == root or token.startswith(f"{root}/") for root in _outputs(repo)):
             return None
         if first == "cpe":
             return repo / "src" / token
@@ -167,7 +176,7 @@ def missing_paths(doc: Path, repo: Path = REPO) -> list[str]:
     """Backtick-quoted repository paths in ``doc`` (outside code blocks) that do not exist."""
     text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
     missing = []
-    for token in re.findall(r"`([^`\n]+)`", text):
+    for token in re.findall(r"`([^`]+)`", text):
         path = repo_path(token, repo)
         if path is not None and not path.exists():
             missing.append(token)
@@ -183,15 +192,18 @@ def _module_exists(module: str, repo: Path) -> bool:
 
 def shell_commands(doc: Path) -> list[str]:
     """Every command of the ```bash blocks in ``doc`` (continuation lines joined, comments dropped, ``&&``/``;``
-    chains split) and every inline code span that starts with a launcher or ``bash`` and names a script or module."""
+    chains split) and every inline code span (``VAR=value`` prefixes aside) that starts with a launcher or ``bash``
+    and names a script or module."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"(^|\s)#.*", "", line).strip()
             commands += [" ".join(part.split()) for part in re.split(r"&&|;", line) if part.strip()]
     prose = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
-    commands += [span for span in re.findall(r"`([^`\n]+)`", prose)
-                 if span.split()[0] in LAUNCHERS | {"bash"} and re.search(r"\.py\b|\.sh\b| -m ", span)]
+    for span in (" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)):
+        program = next((word for word in span.split() if not re.fullmatch(r"\w+=\S*", word)), "")
+        if program in LAUNCHERS | {"bash"} and re.search(r"\.py\b|\.sh\b| -m ", span):
+            commands.append(span)
     return commands
 
 
@@ -244,11 +256,12 @@ def test_the_checks_catch_a_broken_link_path_and_command(tmp_path):
         "`run.sh` `configs/` `configs/missing.yaml` `configs/<domain>/x.yaml` `output/x/y.png` `method.md`\n"
         "```bash\nbash run.sh && bash gone.sh  # bash comment.sh\nX=1 python missing.py \\\n  --flag\n"
         "python -m cpe_no_such_module\npython -m pytest -q\ncat output/anything\n```\n"
-        "`python -m cpe.nowhere --help` and `bash /path/to/run.sh`\n",
+        "`python -m cpe.nowhere\n--help` and `bash /path/to/run.sh` and `A=b bash run.sh`\n",
         encoding="utf-8",
     )
     assert broken_links(doc) == ["../nowhere.md#part"]
     assert missing_paths(doc, tmp_path) == ["configs/missing.yaml"]
     assert missing_entry_points(doc, tmp_path) == ["bash gone.sh", "X=1 python missing.py --flag",
                                                    "python -m cpe_no_such_module", "python -m cpe.nowhere --help"]
+
 
