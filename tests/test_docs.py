@@ -265,3 +265,22 @@ def test_the_checks_catch_a_broken_link_path_and_command(tmp_path):
                                                    "python -m cpe_no_such_module", "python -m cpe.nowhere --help"]
 
 
+
+
+def test_readme_is_a_front_door_of_at_most_250_lines():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, len(lines)
+
+
+def test_readme_keeps_the_two_set_up_commands_and_ci_runs_the_second():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    install = 'python3 -m pip install torch==2.13.0 && python3 -m pip install -e ".[test,eval]"'
+    assert f"{install} && bash shell_scripts/toy/quickstart.sh\n" in readme
+    assert f"{install} && python3 -m pytest -q\n" in readme
+    assert f"{install} && python3 -m pytest -q" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_maps_every_page_of_docs():
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", (REPO / "README.md").read_text(encoding="utf-8")))
+    assert linked == {page.name for page in (REPO / "docs").glob("*.md")}
+
