@@ -22,7 +22,7 @@ NAME_SEED = 10
 # The world's size. 150 (every triple) was out of reach of a CPU-trainable model: two 8,000-step builds drew the
 # named identity for 7% (step 4,750 of the first) and 11% (step 6,000 of the second, bigger heads) of 150 identity
 # prompts, with styles and marks already at their bars; hair and face bindings were learned slowest (23% / 39%, shirt
-# 73%). The floor is 60: 2.5x the examples per identity (see README, "The gallery world").
+# 73%). The floor is 60: 2.5x the examples per identity (see docs/gallery.md).
 N_IDENTITIES = 60
 # Every feature spans >= 2 latent pixels (4 px) of the 32x32 model: with a 0.42 head and a 0.17 hair cap (1 latent
 # row) a 4750-step build drew the shirt right for 79% of names but the face for 20% and the hair for 13%.
