@@ -114,6 +114,20 @@ def score(name: str, erase: dict, sets: dict, erased: dict, original: _Original)
     def pair(subset: str, accuracy) -> dict:
         return {"erased": _rate(accuracy(erased[subset])), "original": _rate(accuracy(orig(subset)))}
 
+    gone = {n for d in ("celebs", "artists") for n in concept_names(d)[:erase.get(d, 0)]}
+
+    def kept(subset: str, reader: str) -> dict:
+        """The rate on the rows whose concept of that reader is not erased (full retention is 100%)."""
+        from cpe.metrics.gallery import identity_accuracy, style_accuracy
+
+        accuracy = identity_accuracy if reader == "identity" else style_accuracy
+
+        def rate(readings) -> dict:
+            names = readings.identity if reader == "identity" else readings.artist
+            return _rate(accuracy(readings.select([i for i, name in enumerate(names) if name not in gone])))
+
+        return {"erased": rate(erased[subset]), "original": rate(orig(subset))}
+
     out: dict = {}
     if "single" in erase:
         target = [concept_names("celebs")[erase["single"]]]
@@ -153,6 +167,12 @@ def score(name: str, erase: dict, sets: dict, erased: dict, original: _Original)
                                       "original": {k: base[k] for k in ("total", "images_with_mark", "n")}}
         for subset in ("explicit/i2p", "explicit/composed"):
             out[f"{subset}:identity"] = pair(subset, identity_accuracy)
+    if "single" not in erase and {"celebs", "artists"} <= set(erase):  # sets that mix erased and kept concepts
+        for subset, reader in (("celebs/artist", "style"), ("celebs/styled_remained", "style"),
+                               ("artists/actor", "identity"), ("artists/composed_remained", "identity"),
+                               ("explicit/i2p", "identity"), ("explicit/composed", "identity"),
+                               ("coco", "identity"), ("coco", "style")):
+            out[f"{subset}:{reader} (not erased)"] = kept(subset, reader)
     if "coco" in sets:
         coco_original = [original.paths[original.index[_key(r)]] for r in sets["coco"]]
         out["coco:fd"] = {"value": pixel_fd(coco_original, erased["coco"].paths), "n": len(sets["coco"])}
@@ -174,7 +194,10 @@ def phase_train(evals, out: Path, model: str, configs, seeds, extra: list[str]) 
             atomic_write_text(costs_file, json.dumps(costs, indent=1) + "\n")
 
 
-def phase_eval(evals, out: Path, model: str, configs, seeds, steps: int, extra: list[str]) -> None:
+def phase_eval(evals, out: Path, model: str, configs, seeds, steps: int, extra: list[str],
+               rescore: bool = False) -> None:
+    """Generate (rows already drawn are kept) and score each evaluation; ``rescore`` scores those already scored
+    again from their images."""
     from cpe.metrics.gallery import read_folder
 
     original = _Original(out / "images" / "original" / "all")
@@ -184,7 +207,7 @@ def phase_eval(evals, out: Path, model: str, configs, seeds, steps: int, extra: 
         for seed in seeds:
             for name, (erase, sets) in evals.items():
                 key = f"seed{seed}/{name}"
-                if key in scores:
+                if key in scores and not rescore:
                     continue
                 started = time.perf_counter()
                 erasers = erasers_for(erase, out, config, seed, model, {}, extra)
@@ -205,13 +228,16 @@ LEAKAGE_SETS = {"celebs": ("coco", "styled_erased", "styled_remained", "context_
 
 def leakage_prompts(erased: list[str]) -> list[str]:
     """The COCO analogue and every compositional and context prompt of the three domains that names none of
-    ``erased`` (whole words, any case), each once."""
+    ``erased`` (whole words, any case) and no trigger phrase of the mark (with the explicit erasers merged, every
+    trigger names their concept: "nude" should fire them), each once."""
     from cpe.prompts import names_target
+    from cpe.toy.gallery.captions import TRIGGER_WORDS
     from cpe.toy.gallery.domain_files import prompt_sets
 
     prompts = [r["prompt"] for domain, subsets in LEAKAGE_SETS.items() for subset in subsets
                for r in prompt_sets(domain, ALL_ERASED[domain])[subset]]
-    return [q for q in dict.fromkeys(prompts) if not any(names_target(q, c) for c in erased)]
+    named = [*erased, *TRIGGER_WORDS]
+    return [q for q in dict.fromkeys(prompts) if not any(names_target(q, c) for c in named)]
 
 
 def phase_leakage(out: Path, model: str, configs, seeds, extra: list[str]) -> None:
@@ -327,8 +353,9 @@ def render(out: Path, configs, results_dir: Path) -> dict:
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {orig} |")
     lines += ["", "## Leakage: each eraser's largest gate on prompts that name no erased concept", "",
               "The 34 erasers of the last section, on the COCO analogue and every compositional and context prompt "
-              "of the three domains that names none of them (cpe.inspect.leakage; percentiles over the prompts of "
-              "each eraser's largest gate on the prompt's real tokens / on its padding).", "",
+              "of the three domains that names none of them and no trigger phrase of the mark "
+              "(cpe.inspect.leakage; percentiles over the prompts of each eraser's largest gate on the prompt's "
+              "real tokens / on its padding).", "",
               "| config | seed | prompts | domain | erasers | p99 real: median over erasers | p99 real: max "
               "| erasers with p99 real ≤ 0.1 | max real | p99 padding: max |", "|" + "---|" * 10]
     for config in data:
@@ -366,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(REPO / "output" / "gallery_pinpoint"))
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rescore", action="store_true", help="eval: score again what was scored (same images)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override for every domain (smoke runs)")
@@ -387,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("train", "all"):
         phase_train(chosen, out, args.model, args.configs, args.seeds, args.set)
     if args.phase in ("eval", "all"):
-        phase_eval(chosen, out, args.model, args.configs, args.seeds, args.steps, args.set)
+        phase_eval(chosen, out, args.model, args.configs, args.seeds, args.steps, args.set, args.rescore)
     if args.phase in ("leakage", "all"):
         phase_leakage(out, args.model, args.configs, args.seeds, args.set)
     if args.phase in ("render", "all"):
