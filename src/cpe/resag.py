@@ -34,6 +34,15 @@ from torch import Tensor, nn
 
 KEY_MODES = ("query_as_key", "separate_key")
 GATES = ("attention", "none")
+MERGE_CHUNK_ELEMENTS = 1 << 22  # elements of one step of the merged forward (B·chunk·T·(T+r+1) or pairs·T·(T+D))
+
+
+def _project(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w`` over broadcast leading axes; where they differ (merged: x (B, 1, T, D), w (N, D, r)) one GEMM
+    through einsum, not matmul's copy of x for every concept."""
+    if w.dim() > 2 and x.shape[:-2] != w.shape[:-2]:
+        return torch.einsum("...td,...dr->...tr", x, w)
+    return x @ w
 
 
 @dataclass(frozen=True)
@@ -118,27 +127,32 @@ class ResAG(nn.Module):
         ``A = softmax(Q Kᵀ)`` mixes the tokens (``Q = X U1``, ``K = Q`` or ``X U2`` by key mode) and
         ``g = σ(A X v)`` (..., T) gates them; ``M`` is ``maps`` (D, m), or the identity when ``None`` (then
         ``A X M = Ē``). With maps, ``A (X [v | M])`` is one product: by associativity (A X) M = A (X M), so
-        the token mixing costs T²·(1+m) instead of T²·D. Gate ``"none"``: ``A = I`` and ``g = 1``.
+        the token mixing costs T²·(1+m) instead of T²·D; maps of width 0 give the gate alone. Gate ``"none"``:
+        ``A = I`` and ``g = 1``. Parameters stored in half precision are computed in ``x``'s dtype.
         """
-        values = x if maps is None else x @ maps
         if self.spec.gate == "none":
+            values = x if maps is None else _project(x, maps.to(x.dtype))
             return values.new_ones(values.shape[:-1]), values
-        query = x @ w_query
-        key = query if self.spec.key_mode == "query_as_key" else x @ w_key
+        query = _project(x, w_query.to(x.dtype))
+        key = query if self.spec.key_mode == "query_as_key" else _project(x, w_key.to(x.dtype))
         attention = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
         if maps is None:
             mixed = attention @ x  # Ē
-            return torch.sigmoid(mixed @ gate_vector).squeeze(-1), mixed
-        mixed = attention @ (x @ torch.cat([gate_vector, maps], dim=-1))  # (..., T, 1+m)
+            return torch.sigmoid(_project(mixed, gate_vector.to(x.dtype))).squeeze(-1), mixed
+        maps = maps.expand(*gate_vector.shape[:-1], maps.shape[-1])  # one M for every concept of the gate
+        mixed = attention @ _project(x, torch.cat([gate_vector, maps], dim=-1).to(x.dtype))  # (..., T, 1+m)
         return torch.sigmoid(mixed[..., 0]), mixed[..., 1:]
 
-    def gate(self, x: Tensor, concept: Tensor | None = None, active: Tensor | None = None) -> GateOutput:
+    def gate(
+        self, x: Tensor, concept: Tensor | None = None, active: Tensor | None = None, chunk: int | None = None
+    ) -> GateOutput:
         """Run the shared gate once for an embedding batch ``x`` (B, T, D).
 
         ``concept`` (B,) selects the per-concept forward; ``None`` merges all concepts: per token the largest
         gate wins (gate ``"attention"``), or every concept's residual is summed (gate ``"none"``).
         ``active`` (N,) bool disables concepts in the merged forward (a token with no active concept
-        gets no residual).
+        gets no residual). ``chunk``: concepts (and winning pairs) per step of the merged forward (default: from
+        ``MERGE_CHUNK_ELEMENTS``).
         """
         if concept is not None:
             gate, mixed = self._mix(x, self.w_query[concept], self.w_key[concept], self.gate_vector[concept])
@@ -151,14 +165,46 @@ class ResAG(nn.Module):
             choice = torch.full(x.shape[:-1], -1, dtype=torch.long, device=x.device)
             return GateOutput(x, choice, gate, summed=weight)
 
-        gates, mixed = self._mix(x[:, None], self.w_query, self.w_key, self.gate_vector)  # (B, N, T), (B, N, T, D)
-        if active is not None:
-            gates = torch.where(active.to(gates.device)[None, :, None], gates, gates.new_tensor(-1.0))
-        gate, choice = gates.max(dim=1)  # first index on ties, like argmax
-        gate = gate.clamp(min=0.0)
-        index = choice[:, None, :, None].expand(-1, 1, -1, x.shape[-1])
-        hidden = gate[..., None] * torch.gather(mixed, 1, index).squeeze(1)
-        return GateOutput(hidden, choice, gate)
+        return self._merged_gate(x, active, chunk)
+
+    def _merged_gate(self, x: Tensor, active: Tensor | None, chunk: int | None) -> GateOutput:
+        """Per token the concept of largest gate, without the (B, N, T, D) tensor of every concept's Ē.
+
+        A scan over chunks of concepts computes only the gates σ(A (X v)) (maps of width 0) and keeps the running
+        maximum, first index on ties (as ``max`` over all N at once); then Ē and g are computed again, with
+        autograd, for the winning (prompt, concept) pairs only. Memory O(chunk·B·T² + pairs·T·D), never N·T·D.
+        """
+        b, t, d = x.shape
+        n = self.num_concepts
+        chunk = chunk or max(1, MERGE_CHUNK_ELEMENTS // (b * t * (t + self.spec.gate_rank + 1)))
+        no_maps = x.new_zeros(d, 0)
+        with torch.no_grad():  # the choice needs no gradient; the winners' gates are recomputed below
+            for start in range(0, n, chunk):
+                part = slice(start, start + chunk)
+                gates, _ = self._mix(x[:, None], self.w_query[part], self.w_key[part], self.gate_vector[part], no_maps)
+                if active is not None:
+                    gates = torch.where(active[part].to(gates.device)[None, :, None], gates, gates.new_tensor(-1.0))
+                value, index = gates.max(dim=1)  # first index on ties, like argmax
+                if start == 0:
+                    best, choice = value, index
+                else:  # strictly greater: an earlier chunk keeps its ties
+                    better = value > best
+                    best, choice = torch.where(better, value, best), torch.where(better, index + start, choice)
+        item = torch.arange(b, device=x.device)[:, None].expand(b, t)
+        pairs, pair_of_token = torch.unique(item * n + choice, return_inverse=True)  # winning (prompt, concept)
+        per_chunk = min(chunk, max(1, MERGE_CHUNK_ELEMENTS // (t * (t + d))))
+        rows, tokens = [], []
+        for start in range(0, len(pairs), per_chunk):
+            pair = pairs[start : start + per_chunk]
+            concept = pair % n
+            gate, mixed = self._mix(x[pair // n], self.w_query[concept], self.w_key[concept], self.gate_vector[concept])
+            at = ((pair_of_token >= start) & (pair_of_token < start + len(pair))).flatten().nonzero().squeeze(1)
+            local, token = pair_of_token.flatten()[at] - start, at % t
+            rows.append(torch.cat([gate[local, token, None], mixed[local, token]], dim=-1))
+            tokens.append(at)
+        rows = x.new_zeros(b * t, 1 + d).index_put((torch.cat(tokens),), torch.cat(rows)).view(b, t, 1 + d)
+        gate = torch.where(best < 0, 0.0, rows[..., 0])  # a token with no active concept gets no residual
+        return GateOutput(gate[..., None] * rows[..., 1:], choice, gate)
 
     def gated_maps(self, x: Tensor, concept: int, maps: Tensor) -> Tensor:
         """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).
@@ -171,18 +217,19 @@ class ResAG(nn.Module):
 
     def residual(self, layer: str, g: GateOutput) -> Tensor:
         """``s · H Down_l Up_l`` for one layer, with each token's chosen concept (or their sum): (B, T, d_l)."""
+        dtype = g.hidden.dtype
         down, up = self.down[layer], self.up[layer]
         if g.summed is not None:  # Σ_n w_n s X Down_n Up_n as one product: the concepts' low ranks side by side
             n, d, k = down.shape
-            down_all = (down * g.summed[:, None, None]).transpose(0, 1).reshape(d, n * k)
-            return self.spec.scale * ((g.hidden @ down_all) @ up.reshape(n * k, -1))
+            down_all = (down.to(dtype) * g.summed[:, None, None]).transpose(0, 1).reshape(d, n * k)
+            return self.spec.scale * ((g.hidden @ down_all) @ up.to(dtype).reshape(n * k, -1))
         if g.per_item is not None:
-            return self.spec.scale * ((g.hidden @ down[g.per_item]) @ up[g.per_item])
+            return self.spec.scale * ((g.hidden @ down[g.per_item].to(dtype)) @ up[g.per_item].to(dtype))
         if self.num_concepts == 1:
-            return self.spec.scale * ((g.hidden @ down[0]) @ up[0])
-        low = torch.einsum("btd,ndk->btnk", g.hidden, down)
-        low = torch.gather(low, 2, g.choice[..., None, None].expand(-1, -1, 1, low.shape[-1])).squeeze(2)
-        return self.spec.scale * torch.einsum("btk,btkd->btd", low, up[g.choice])
+            return self.spec.scale * ((g.hidden @ down[0].to(dtype)) @ up[0].to(dtype))
+        # each token through its winner's maps only (B·T·(D + d_l)·k), never every concept's
+        low = g.hidden[..., None, :] @ down[g.choice].to(dtype)  # (B, T, 1, k)
+        return self.spec.scale * (low @ up[g.choice].to(dtype)).squeeze(-2)
 
     def residuals(self, g: GateOutput, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
         """Residuals of many layers; the down maps of all layers run as one matmul per concept pattern."""
