@@ -107,6 +107,12 @@ class ResAG(nn.Module):
     def layers(self) -> list[str]:
         return list(self.spec.layer_dims)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype to run the gate in: float32 for parameters stored in half precision, else theirs."""
+        dtype = self.w_query.dtype
+        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """The exact initialisation of method.md §1.5 (fan-in of a 3-D tensor (a,b,c) is b·c)."""
