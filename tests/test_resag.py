@@ -243,3 +243,15 @@ def test_merged_memory_does_not_grow_with_the_number_of_concepts():
     bound = 2 * (b * t * d + chunk * b * t * t) + chunk * t * (t + d)  # a chunk's gates, a chunk of winners' Ē
     assert largest[512] <= bound < 512 * b * t * d // 20, largest
     assert largest[512] == largest[8], largest
+
+
+def test_merged_forward_gradient_equals_the_per_concept_loop():
+    """Attacks differentiate the merged eraser w.r.t. the embedding: through g* and Ē of the winners."""
+    resag = random_resag(6, seed=8)
+    x = torch.randn(2, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(9), requires_grad=True)
+    weights = {name: torch.randn(2, 5, dim, dtype=torch.float64) for name, dim in LAYERS.items()}
+    grads = []
+    for forward in (lambda: resag.residuals(resag.gate(x, chunk=4)), lambda: per_concept_loop(resag, x)[3]):
+        out = forward()
+        grads.append(torch.autograd.grad(sum((out[n] * weights[n]).sum() for n in LAYERS), x)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
