@@ -126,6 +126,13 @@ def test_half_precision_storage_runs_in_float32_on_a_unet(tmp_path):
     assert resag.w_query.dtype == torch.float16
     with pytest.raises(ValueError, match="storage dtype"):
         load_erasers(paths, dtype=torch.float64)
+    big = trained_like(unet)
+    with torch.no_grad():
+        big.gate_vector[0, 0] = 1e6
+    big_path = save_gate_file(big, tmp_path / "big" / "x_last.safetensors", concept="big")
+    with pytest.raises(GateFileError, match="gate_vector overflows torch.float16"):
+        load_erasers([big_path], dtype=torch.float16)
+    assert load_erasers([big_path], dtype=torch.bfloat16)[0].gate_vector[0, 0, 0].item() == pytest.approx(1e6, rel=1e-2)
     network = CPENetwork(resag)
     network.attach(unet)
     g = torch.Generator().manual_seed(0)

@@ -126,7 +126,8 @@ class ResAG(nn.Module):
             self.up[name].zero_()
 
     def _mix(
-        self, x: Tensor, w_query: Tensor, w_key: Tensor, gate_vector: Tensor, maps: Tensor | None = None
+        self, x: Tensor, w_query: Tensor, w_key: Tensor, gate_vector: Tensor, maps: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The gate math, once: ``(g, A X M)`` for gate parameters whose leading axes broadcast with ``x``'s.
 
@@ -134,13 +135,16 @@ class ResAG(nn.Module):
         ``g = σ(A X v)`` (..., T) gates them; ``M`` is ``maps`` (D, m), or the identity when ``None`` (then
         ``A X M = Ē``). With maps, ``A (X [v | M])`` is one product: by associativity (A X) M = A (X M), so
         the token mixing costs T²·(1+m) instead of T²·D; maps of width 0 give the gate alone. Gate ``"none"``:
-        ``A = I`` and ``g = 1``. Parameters stored in half precision are computed in ``x``'s dtype.
+        ``A = I`` and ``g = 1``. Parameters stored in half precision are computed in ``x``'s dtype. ``rows``
+        (..., m) long (attention gate): only those tokens' rows of A, so the results are (..., m).
         """
         if self.spec.gate == "none":
             values = x if maps is None else _project(x, maps.to(x.dtype))
             return values.new_ones(values.shape[:-1]), values
         query = _project(x, w_query.to(x.dtype))
         key = query if self.spec.key_mode == "query_as_key" else _project(x, w_key.to(x.dtype))
+        if rows is not None:
+            query = query.gather(-2, rows[..., None].expand(*rows.shape, query.shape[-1]))
         attention = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
         if maps is None:
             mixed = attention @ x  # Ē
@@ -177,8 +181,9 @@ class ResAG(nn.Module):
         """Per token the concept of largest gate, without the (B, N, T, D) tensor of every concept's Ē.
 
         A scan over chunks of concepts computes only the gates σ(A (X v)) (maps of width 0) and keeps the running
-        maximum, first index on ties (as ``max`` over all N at once); then Ē and g are computed again, with
-        autograd, for the winning (prompt, concept) pairs only. Memory O(chunk·B·T² + pairs·T·D), never N·T·D.
+        maximum, first index on ties (as ``max`` over all N at once); then g and Ē are computed again, with
+        autograd, for each winning (prompt, concept) pair and only the tokens it won (``rows``).
+        Memory O(chunk·B·T² + chunk·T·D), never N·T·D.
         """
         b, t, d = x.shape
         n = self.num_concepts
@@ -196,21 +201,30 @@ class ResAG(nn.Module):
                 else:  # strictly greater: an earlier chunk keeps its ties
                     better = value > best
                     best, choice = torch.where(better, value, best), torch.where(better, index + start, choice)
+        # the winning (prompt, concept) pairs, and each pair's tokens as rows padded with its first token
         item = torch.arange(b, device=x.device)[:, None].expand(b, t)
-        pairs, pair_of_token = torch.unique(item * n + choice, return_inverse=True)  # winning (prompt, concept)
-        per_chunk = min(chunk, max(1, MERGE_CHUNK_ELEMENTS // (t * (t + d))))
-        rows, tokens = [], []
-        for start in range(0, len(pairs), per_chunk):
-            pair = pairs[start : start + per_chunk]
-            concept = pair % n
-            gate, mixed = self._mix(x[pair // n], self.w_query[concept], self.w_key[concept], self.gate_vector[concept])
-            at = ((pair_of_token >= start) & (pair_of_token < start + len(pair))).flatten().nonzero().squeeze(1)
-            local, token = pair_of_token.flatten()[at] - start, at % t
-            rows.append(torch.cat([gate[local, token, None], mixed[local, token]], dim=-1))
-            tokens.append(at)
-        rows = x.new_zeros(b * t, 1 + d).index_put((torch.cat(tokens),), torch.cat(rows)).view(b, t, 1 + d)
-        gate = torch.where(best < 0, 0.0, rows[..., 0])  # a token with no active concept gets no residual
-        return GateOutput(gate[..., None] * rows[..., 1:], choice, gate)
+        pairs, pair_of_token, counts = torch.unique(item * n + choice, return_inverse=True, return_counts=True)
+        order = torch.argsort(pair_of_token.flatten(), stable=True)  # tokens grouped by pair
+        first = torch.cumsum(counts, 0) - counts  # each pair's first position in ``order``
+        slot = torch.arange(b * t, device=x.device) - first[pair_of_token.flatten()[order]]
+        rows = (order[first] % t)[:, None].repeat(1, int(counts.max()))
+        rows[pair_of_token.flatten()[order], slot] = order % t
+        per_chunk = min(chunk, max(1, MERGE_CHUNK_ELEMENTS // (rows.shape[1] * (t + d))))
+        bounds = [*first.tolist(), b * t]
+        items = torch.searchsorted(pairs, torch.arange(b + 1, device=x.device) * n).tolist()  # pairs of item i
+        found = []
+        for i in range(b):  # one prompt's pairs at a time: its X is shared, never copied per pair
+            for start in range(items[i], items[i + 1], per_chunk):
+                stop = min(start + per_chunk, items[i + 1])
+                concept = pairs[start:stop] % n
+                gate, mixed = self._mix(x[i], self.w_query[concept], self.w_key[concept], self.gate_vector[concept],
+                                        rows=rows[start:stop])  # (pairs, width), (pairs, width, D)
+                at = slice(bounds[start], bounds[stop])  # these pairs' tokens in ``order``
+                local = pair_of_token.flatten()[order[at]] - start
+                found.append(torch.cat([gate[local, slot[at], None], mixed[local, slot[at]]], dim=-1))
+        found = x.new_zeros(b * t, 1 + d).index_put((order,), torch.cat(found)).view(b, t, 1 + d)
+        gate = torch.where(best < 0, 0.0, found[..., 0])  # a token with no active concept gets no residual
+        return GateOutput(gate[..., None] * found[..., 1:], choice, gate)
 
     def gated_maps(self, x: Tensor, concept: int, maps: Tensor) -> Tensor:
         """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).

@@ -334,7 +334,9 @@ def _stored(path: Path, tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[
     if dtype == torch.float32:
         return tensors
     out = {key: value.to(dtype) for key, value in tensors.items()}
-    _check_finite(path, out)
+    for key, value in out.items():
+        if not bool(torch.isfinite(value).all()):
+            raise GateFileError(f"{path}: tensor {printable(key)} overflows {dtype} (|x| > {torch.finfo(dtype).max:g})")
     return out
 
 
@@ -354,13 +356,14 @@ def load_erasers(
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage dtype {dtype} is not one of {', '.join(map(str, STORAGE_DTYPES))}")
     files = gate_files(paths)
-    loaded = [read_gate_file(path) for path in files]
-    infos = [info for _, info in loaded]
+    tensors_list, infos = [], []
+    for path in files:  # each file in the storage dtype as soon as it is read: no float32 copy of all of them
+        tensors, info = read_gate_file(path)
+        tensors_list.append(_stored(path, tensors, dtype))
+        infos.append(info)
     for info in infos[1:]:
         _check_compatible(infos[0], info, pad_ranks)
     spec = infos[0].spec
-    tensors_list = [_stored(info.path, tensors, dtype) for tensors, info in loaded]
-    del loaded
     if pad_ranks:
         r, k = max(i.spec.gate_rank for i in infos), max(i.spec.lora_rank for i in infos)
         tensors_list = [_pad(t, i.spec, r, k) for t, i in zip(tensors_list, infos, strict=True)]
