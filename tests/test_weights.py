@@ -124,6 +124,10 @@ def test_half_precision_storage_runs_in_float32_on_a_unet(tmp_path):
              for i in range(3)]
     resag, _ = load_erasers(paths, dtype=torch.float16)
     assert resag.w_query.dtype == torch.float16
+    single, _ = load_erasers(paths[:1], dtype=torch.float16)
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        assert relative_error(single(x), load_erasers(paths[:1])[0](x)) < 1e-3  # N = 1: the fused residuals
     with pytest.raises(ValueError, match="storage dtype"):
         load_erasers(paths, dtype=torch.float64)
     big = trained_like(unet)

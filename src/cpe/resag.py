@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 KEY_MODES = ("query_as_key", "separate_key")
 GATES = ("attention", "none")
-MERGE_CHUNK_ELEMENTS = 1 << 22  # elements of one step of the merged forward (B·chunk·T·(T+r+1) or pairs·T·(T+D))
+MERGE_CHUNK_ELEMENTS = 1 << 22  # elements of one step of the merged forward: B·chunk·T·(T+r+1), pairs·width·(T+D)
 
 
 def _project(x: Tensor, w: Tensor) -> Tensor:
@@ -180,35 +180,48 @@ class ResAG(nn.Module):
     def _merged_gate(self, x: Tensor, active: Tensor | None, chunk: int | None) -> GateOutput:
         """Per token the concept of largest gate, without the (B, N, T, D) tensor of every concept's Ē.
 
-        A scan over chunks of concepts computes only the gates σ(A (X v)) (maps of width 0) and keeps the running
-        maximum, first index on ties (as ``max`` over all N at once); then g and Ē are computed again, with
-        autograd, for each winning (prompt, concept) pair and only the tokens it won (``rows``).
-        Memory O(chunk·B·T² + chunk·T·D), never N·T·D.
+        Memory O(chunk·B·T² + chunk·T·D), never N·T·D: :meth:`_scan` picks the winners from the gates alone,
+        :meth:`_winners` computes g and Ē, with autograd, for the tokens each winner won.
         """
         b, t, d = x.shape
-        n = self.num_concepts
         chunk = chunk or max(1, MERGE_CHUNK_ELEMENTS // (b * t * (t + self.spec.gate_rank + 1)))
-        no_maps = x.new_zeros(d, 0)
-        with torch.no_grad():  # the choice needs no gradient; the winners' gates are recomputed below
-            for start in range(0, n, chunk):
-                part = slice(start, start + chunk)
-                gates, _ = self._mix(x[:, None], self.w_query[part], self.w_key[part], self.gate_vector[part], no_maps)
-                if active is not None:
-                    gates = torch.where(active[part].to(gates.device)[None, :, None], gates, gates.new_tensor(-1.0))
-                value, index = gates.max(dim=1)  # first index on ties, like argmax
-                if start == 0:
-                    best, choice = value, index
-                else:  # strictly greater: an earlier chunk keeps its ties
-                    better = value > best
-                    best, choice = torch.where(better, value, best), torch.where(better, index + start, choice)
-        # the winning (prompt, concept) pairs, and each pair's tokens as rows padded with its first token
+        best, choice = self._scan(x, active, chunk)
+        found = self._winners(x, choice, chunk)
+        gate = torch.where(best < 0, 0.0, found[..., 0])  # a token with no active concept gets no residual
+        return GateOutput(gate[..., None] * found[..., 1:], choice, gate)
+
+    @torch.no_grad()
+    def _scan(self, x: Tensor, active: Tensor | None, chunk: int) -> tuple[Tensor, Tensor]:
+        """Largest gate per token and its concept (B, T), first index on ties as ``max`` over all N at once.
+
+        Concepts ``chunk`` at a time, gates σ(A (X v)) only (maps of width 0); inactive concepts count as -1.
+        """
+        for start in range(0, self.num_concepts, chunk):
+            part = slice(start, start + chunk)
+            no_maps = x.new_zeros(x.shape[-1], 0)
+            gates, _ = self._mix(x[:, None], self.w_query[part], self.w_key[part], self.gate_vector[part], no_maps)
+            if active is not None:
+                gates = torch.where(active[part].to(gates.device)[None, :, None], gates, gates.new_tensor(-1.0))
+            value, index = gates.max(dim=1)  # first index on ties, like argmax
+            if start == 0:
+                best, choice = value, index
+            else:  # strictly greater: an earlier chunk keeps its ties
+                better = value > best
+                best, choice = torch.where(better, value, best), torch.where(better, index + start, choice)
+        return best, choice
+
+    def _winners(self, x: Tensor, choice: Tensor, chunk: int) -> Tensor:
+        """``[g | Ē]`` (B, T, 1+D) of each token's chosen concept: per (prompt, concept) pair, its tokens' rows."""
+        b, t, d = x.shape
+        n = self.num_concepts
         item = torch.arange(b, device=x.device)[:, None].expand(b, t)
         pairs, pair_of_token, counts = torch.unique(item * n + choice, return_inverse=True, return_counts=True)
-        order = torch.argsort(pair_of_token.flatten(), stable=True)  # tokens grouped by pair
+        pair_of_token = pair_of_token.flatten()
+        order = torch.argsort(pair_of_token, stable=True)  # tokens grouped by pair
         first = torch.cumsum(counts, 0) - counts  # each pair's first position in ``order``
-        slot = torch.arange(b * t, device=x.device) - first[pair_of_token.flatten()[order]]
-        rows = (order[first] % t)[:, None].repeat(1, int(counts.max()))
-        rows[pair_of_token.flatten()[order], slot] = order % t
+        slot = torch.arange(b * t, device=x.device) - first[pair_of_token[order]]
+        rows = (order[first] % t)[:, None].repeat(1, int(counts.max()))  # padded with the pair's first token
+        rows[pair_of_token[order], slot] = order % t
         per_chunk = min(chunk, max(1, MERGE_CHUNK_ELEMENTS // (rows.shape[1] * (t + d))))
         bounds = [*first.tolist(), b * t]
         items = torch.searchsorted(pairs, torch.arange(b + 1, device=x.device) * n).tolist()  # pairs of item i
@@ -220,11 +233,9 @@ class ResAG(nn.Module):
                 gate, mixed = self._mix(x[i], self.w_query[concept], self.w_key[concept], self.gate_vector[concept],
                                         rows=rows[start:stop])  # (pairs, width), (pairs, width, D)
                 at = slice(bounds[start], bounds[stop])  # these pairs' tokens in ``order``
-                local = pair_of_token.flatten()[order[at]] - start
+                local = pair_of_token[order[at]] - start
                 found.append(torch.cat([gate[local, slot[at], None], mixed[local, slot[at]]], dim=-1))
-        found = x.new_zeros(b * t, 1 + d).index_put((order,), torch.cat(found)).view(b, t, 1 + d)
-        gate = torch.where(best < 0, 0.0, found[..., 0])  # a token with no active concept gets no residual
-        return GateOutput(gate[..., None] * found[..., 1:], choice, gate)
+        return x.new_zeros(b * t, 1 + d).index_put((order,), torch.cat(found)).view(b, t, 1 + d)
 
     def gated_maps(self, x: Tensor, concept: int, maps: Tensor) -> Tensor:
         """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).
@@ -257,12 +268,13 @@ class ResAG(nn.Module):
         if g.per_item is None and (self.num_concepts > 1 or g.summed is not None):
             return {name: self.residual(name, g) for name in names}
         down = torch.cat([self.down[name] for name in names], dim=-1)  # (N, D, L·k)
-        low = g.hidden @ (down[g.per_item] if g.per_item is not None else down[0])  # (B, T, L·k)
+        dtype = g.hidden.dtype
+        low = g.hidden @ (down[g.per_item] if g.per_item is not None else down[0]).to(dtype)  # (B, T, L·k)
         k = self.spec.lora_rank
         out = {}
         for i, name in enumerate(names):
             up = self.up[name][g.per_item] if g.per_item is not None else self.up[name][0]
-            out[name] = self.spec.scale * (low[..., i * k : (i + 1) * k] @ up)
+            out[name] = self.spec.scale * (low[..., i * k : (i + 1) * k] @ up.to(dtype))
         return out
 
     def forward(self, x: Tensor, concept: Tensor | None = None) -> dict[str, Tensor]:
