@@ -255,3 +255,18 @@ def test_merged_forward_gradient_equals_the_per_concept_loop():
         out = forward()
         grads.append(torch.autograd.grad(sum((out[n] * weights[n]).sum() for n in LAYERS), x)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_merged_forward_of_the_released_files_equals_the_per_concept_loop(released_resag_dir):
+    from cpe.weights import load_erasers
+
+    resag, _ = load_erasers([released_resag_dir / d for d in ("celeb", "artist", "explicit")], pad_ranks=True)
+    x = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        want_gate, want_choice, want_hidden, want = per_concept_loop(resag, x)
+        for chunk in (None, 3):
+            g = resag.gate(x, chunk=chunk)
+            got = resag.residuals(g)
+            assert torch.equal(g.choice, want_choice) and len(want_choice.unique()) >= 3
+            for got_, want_ in [(g.gate, want_gate), (g.hidden, want_hidden), *((got[n], want[n]) for n in want)]:
+                assert ((got_ - want_).norm() / want_.norm()).item() < 1e-6
