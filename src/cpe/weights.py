@@ -340,6 +340,15 @@ def _stored(path: Path, tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[
     return out
 
 
+def _empty_resag(spec: ResAGSpec, key_mode: str | None, num_concepts: int, dtype: torch.dtype) -> ResAG:
+    """N uninitialised slots in ``dtype`` (every one is filled from a file: no initialisation of N concepts)."""
+    if key_mode is not None and key_mode != spec.key_mode:
+        spec = dataclasses.replace(spec, key_mode=key_mode)
+    with torch.device("meta"):
+        resag = ResAG(spec, num_concepts=num_concepts)
+    return resag.to(dtype).to_empty(device="cpu")
+
+
 def load_erasers(
     paths: Sequence[str | Path], key_mode: str | None = None, pad_ranks: bool = False,
     dtype: torch.dtype = torch.float32,
@@ -356,26 +365,26 @@ def load_erasers(
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage dtype {dtype} is not one of {', '.join(map(str, STORAGE_DTYPES))}")
     files = gate_files(paths)
-    tensors_list, infos = [], []
-    for path in files:  # each file in the storage dtype as soon as it is read: no float32 copy of all of them
+    infos, held, resag = [], [], None
+    for index, path in enumerate(files):
         tensors, info = read_gate_file(path)
-        tensors_list.append(_stored(path, tensors, dtype))
+        if infos:
+            _check_compatible(infos[0], info, pad_ranks)
         infos.append(info)
-    for info in infos[1:]:
-        _check_compatible(infos[0], info, pad_ranks)
-    spec = infos[0].spec
+        tensors = _stored(path, tensors, dtype)
+        if pad_ranks:  # the padded ranks are known after the last file: hold them all
+            held.append(tensors)
+            continue
+        if resag is None:
+            resag = _empty_resag(info.spec, key_mode, len(files), dtype)
+        resag.load_concept(index, tensors)  # streamed: one file's copy at a time beside the merged parameters
     if pad_ranks:
         r, k = max(i.spec.gate_rank for i in infos), max(i.spec.lora_rank for i in infos)
-        tensors_list = [_pad(t, i.spec, r, k) for t, i in zip(tensors_list, infos, strict=True)]
-        spec = dataclasses.replace(spec, gate_rank=r, lora_rank=k, alpha=float(k))  # scale α/k = 1
-    if key_mode is not None and key_mode != spec.key_mode:
-        spec = dataclasses.replace(spec, key_mode=key_mode)
-    with torch.device("meta"):  # every slot is overwritten below: no initialisation of N concepts first
-        resag = ResAG(spec, num_concepts=len(files))
-    resag = resag.to(dtype).to_empty(device="cpu")
-    for index in range(len(files)):
-        resag.load_concept(index, tensors_list[index])
-        tensors_list[index] = None  # the file's copy goes as soon as its slot is filled
+        spec = dataclasses.replace(infos[0].spec, gate_rank=r, lora_rank=k, alpha=float(k))  # scale α/k = 1
+        resag = _empty_resag(spec, key_mode, len(files), dtype)
+        for index, info in enumerate(infos):
+            resag.load_concept(index, _pad(held[index], info.spec, r, k))
+            held[index] = None
     resag.sources = [str(path) for path in files]
     return resag.requires_grad_(False).eval(), infos
 
