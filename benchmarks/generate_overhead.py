@@ -7,7 +7,8 @@ at every step); the text encoder and VAE are left out because they cost the same
 so the overhead printed here is an upper bound of the whole pipeline's. Conditions are interleaved and
 repeated; the median and the minimum are printed (shared CPUs are noisy). Because the gate runs once per
 image, the script also times that extra work directly (gate + all 32 residuals for one prompt batch, and
-the cached lookups and additions of a later step) and prints the overhead it implies for 50-step sampling.
+the cached lookups and additions of a later step, also as a share of a plain step) and prints the overhead it
+implies for 50-step sampling.
 
     python benchmarks/generate_overhead.py --steps 10 --latent 8 --repeats 3
 """
@@ -107,7 +108,8 @@ def main() -> None:
     print(f"SD v1.4 UNet (random weights), {args.latent * 8}x{args.latent * 8} images, {args.steps} PNDM steps, "
           f"CFG, {args.threads} threads, {args.repeats} interleaved runs per condition")
     print(f"{'erasers':>8} {'median s/img':>13} {'overhead':>9} {'min s/img':>10} {'overhead':>9} "
-          f"{'gate runs/img':>14} {'gate+residuals ms':>18} {'later step ms':>13} {'implied @50 steps':>18}")
+          f"{'gate runs/img':>14} {'gate+residuals ms':>18} {'later step ms':>13} {'later step %':>12} "
+          f"{'implied @50 steps':>18}")
     print(f"{'plain':>8} {base:13.3f} {'':>9} {base_min:10.3f}")
     for count in args.erasers:
         network = networks[count]
@@ -125,7 +127,7 @@ def main() -> None:
         t, t_min = statistics.median(times[count]), min(times[count])
         print(f"{count:>8} {t:13.3f} {100 * (t / base - 1):+8.2f}% {t_min:10.3f} "
               f"{100 * (t_min / base_min - 1):+8.2f}% {evaluations[count] / args.repeats:14.1f} "
-              f"{1000 * once:18.2f} {1000 * adds:13.3f} {implied:17.3f}%")
+              f"{1000 * once:18.2f} {1000 * adds:13.3f} {100 * adds / step:11.3f}% {implied:17.3f}%")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,61 @@ def test_merged_loading_of_the_14_released_files_chooses_per_token(released_resa
     assert masked.choice[0, 0].item() == gates_all[:, 0].topk(2).indices[1].item()
 
 
+def relative_error(got: dict, want: dict) -> float:
+    return (sum((got[n] - want[n]).norm() ** 2 for n in want) / sum(want[n].norm() ** 2 for n in want)).sqrt().item()
+
+
+# Measured on the 14 released files merged (pad_ranks), 4 random 77-token embeddings: float16 1.2e-4, bfloat16 9.6e-4
+HALF_BOUNDS = {torch.float16: 3e-4, torch.bfloat16: 2.5e-3}
+
+
+def test_half_precision_storage_of_the_released_files_stays_within_its_measured_error(released_resag_dir):
+    folders = [released_resag_dir / d for d in ("celeb", "artist", "explicit")]
+    full, _ = load_erasers(folders, pad_ranks=True)
+    x = torch.randn(4, 77, 768, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g = full.gate(x)
+        want = full.residuals(g)
+    for dtype, bound in HALF_BOUNDS.items():
+        half, _ = load_erasers(folders, pad_ranks=True, dtype=dtype)
+        assert {p.dtype for p in half.parameters()} == {dtype} and half.compute_dtype == torch.float32
+        with torch.no_grad():
+            h = half.gate(x)
+            got = half.residuals(h)
+        assert h.hidden.dtype == torch.float32 and all(v.dtype == torch.float32 for v in got.values())
+        assert torch.equal(h.choice, g.choice)
+        assert relative_error(got, want) <= bound, (dtype, relative_error(got, want))
+
+
+def test_half_precision_storage_runs_in_float32_on_a_unet(tmp_path):
+    unet = tiny_unet("sd1")
+    paths = [save_gate_file(trained_like(unet, seed=i), tmp_path / f"c{i}" / "x_last.safetensors", concept=f"c{i}")
+             for i in range(3)]
+    resag, _ = load_erasers(paths, dtype=torch.float16)
+    assert resag.w_query.dtype == torch.float16
+    single, _ = load_erasers(paths[:1], dtype=torch.float16)
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        assert relative_error(single(x), load_erasers(paths[:1])[0](x)) < 1e-3  # N = 1: the fused residuals
+    with pytest.raises(ValueError, match="storage dtype"):
+        load_erasers(paths, dtype=torch.float64)
+    big = trained_like(unet)
+    with torch.no_grad():
+        big.gate_vector[0, 0] = 1e6
+    big_path = save_gate_file(big, tmp_path / "big" / "x_last.safetensors", concept="big")
+    with pytest.raises(GateFileError, match="gate_vector overflows torch.float16"):
+        load_erasers([big_path], dtype=torch.float16)
+    assert load_erasers([big_path], dtype=torch.bfloat16)[0].gate_vector[0, 0, 0].item() == pytest.approx(1e6, rel=1e-2)
+    network = CPENetwork(resag)
+    network.attach(unet)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        got = unet(torch.randn(2, 4, 8, 8, generator=g), 5, torch.randn(2, 7, 32, generator=g)).sample
+    network.detach()
+    want = unet_output(unet, paths)
+    assert got.dtype == torch.float32 and ((got - want).norm() / want.norm()).item() < 1e-3
+
+
 def test_save_load_round_trip_gives_identical_tensors_and_outputs(tmp_path):
     unet = tiny_unet("sd1")
     resag = trained_like(unet)

@@ -15,6 +15,7 @@ V_l = W_lᵀ Up_lᵀ (D×k). Nothing of width d_l is ever formed per item.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,11 @@ class Readout:
     down: Tensor  # (N, D, L·k)   all Down_l side by side
     v: Tensor  # (N, D, L·k)      all W_lᵀ Up_lᵀ side by side
     gram: Tensor  # (N, L, k, k)  Up_l Up_lᵀ
+
+    def concept(self, index: int) -> Readout:
+        """Concept ``index``'s products, with a concept axis of size 1."""
+        part = slice(index, index + 1)
+        return Readout(self.down[part], self.v[part], self.gram[part])
 
 
 class KVLoss:
@@ -147,15 +153,15 @@ class FrozenBank:
         return cls(delta, delta_g, kv.inner(delta, delta_g))
 
 
-def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor) -> tuple[Tensor, Tensor]:
+def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor, first: int = 0) -> tuple[Tensor, Tensor]:
     """z = H Down (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D).
 
-    Concept c's items go through slot c in one call of fixed shape, so element-wise kernels (sigmoid,
-    softmax) see the same tensors whatever the other concepts: a concept's numbers are bit-identical to
-    training it alone.
+    Concept c's items go through slot ``first`` + c in one call of fixed shape, so element-wise kernels
+    (sigmoid, softmax) see the same tensors whatever the other concepts: a concept's numbers are bit-identical
+    to training it alone.
     """
     # unbind, not x[c]: the backward of C selects would build C zero tensors of x's full size
-    z = torch.stack([resag.gated_maps(items, c, readout.down[c]) for c, items in enumerate(x.unbind(0))])
+    z = torch.stack([resag.gated_maps(items, first + c, readout.down[c]) for c, items in enumerate(x.unbind(0))])
     return z, kv.residual_square(z, readout)
 
 
@@ -185,11 +191,20 @@ def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank |
     return losses
 
 
-def attack_loss(kv: KVLoss, resag: ResAG, readout: Readout, target: Tensor, delta: Tensor) -> Tensor:
-    """§2.6 objective per concept (C,): (1/L) Σ_l c_l mean_p ‖P̃_l(E_T+δ_p) − P_l(E_T)‖² (ResAG frozen)."""
-    z, square = _low_rank(kv, resag, readout, target[:, None] + delta)
-    per_item = kv.combine(kv.quadratic(delta), kv.cross(z, -_times(delta, readout.v)), square, resag.spec.scale)
-    return per_item.mean(1)
+def attack_loss(kv: KVLoss, resag: ResAG, readout: Readout, target: Tensor, delta: Tensor | Sequence[Tensor]) -> Tensor:
+    """§2.6 objective per concept (C,): (1/L) Σ_l c_l mean_p ‖P̃_l(E_T+δ_p) − P_l(E_T)‖² (ResAG frozen).
+
+    ``delta`` is (C, P, T, D) or C tensors (P, T, D). One concept at a time: every temporary (forward and
+    backward) is one concept's (P, T, D), which the allocator reuses from step to step, where a (C, P, T, D)
+    one is fresh memory to page in at every step (most of the step's time at 16 concepts).
+    """
+    per_concept = []
+    for c, bank in enumerate(delta):
+        one, bank = readout.concept(c), bank[None]
+        z, square = _low_rank(kv, resag, one, target[c : c + 1, None] + bank, first=c)
+        cross = kv.cross(z, -_times(bank, one.v))
+        per_concept.append(kv.combine(kv.quadratic(bank), cross, square, resag.spec.scale).mean(1))
+    return torch.cat(per_concept)
 
 
 def _times(x: Tensor, v: Tensor) -> Tensor:

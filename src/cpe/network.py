@@ -221,8 +221,8 @@ class CPENetwork(nn.Module):
             or (layer == self._first_layer and cache.state != self._state())
         ):
             state = self._state()
-            weight = self.resag.w_query
-            gate = self.resag.gate(x.to(device=weight.device, dtype=weight.dtype), active=self.concept_active)
+            embedding = x.to(device=self.resag.w_query.device, dtype=self.resag.compute_dtype)
+            gate = self.resag.gate(embedding, active=self.concept_active)
             self.gate_evaluations += 1
             cache = _GateCache(weakref.ref(x), x._version, state, gate)
             self._cache = cache

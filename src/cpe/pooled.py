@@ -27,7 +27,7 @@ def fired_concepts(resag: ResAG, context: Tensor, threshold: float, active: Tens
     """Per prompt, the concepts (ascending) whose merged gate exceeds ``threshold`` on at least one token."""
     weight = resag.w_query
     with torch.no_grad():
-        out = resag.gate(context.to(device=weight.device, dtype=weight.dtype), active=active)
+        out = resag.gate(context.to(device=weight.device, dtype=resag.compute_dtype), active=active)
     fired = out.gate > threshold
     return [sorted(set(out.choice[b][fired[b]].tolist())) for b in range(len(context))]
 

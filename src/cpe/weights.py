@@ -36,6 +36,7 @@ from cpe.resag import GATES, ResAG, ResAGSpec
 FORMAT_NAME = "cpe-resag"
 FORMAT_VERSION = "1"
 GATE_FILE_PATTERN = "*last.safetensors"
+STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what load_erasers can store the parameters in
 
 _OURS_GATE = {"w_query": "gate.w_query", "w_key": "gate.w_key", "gate_vector": "gate.vector"}
 _RELEASED_PREFIX = "attention_gate.encoder_layer.slf_attn."
@@ -328,32 +329,62 @@ def _pad(tensors: dict[str, Tensor], spec: ResAGSpec, gate_rank: int, lora_rank:
     return out
 
 
+def _stored(path: Path, tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """One file's tensors in the storage dtype; a value that overflows it (half precision) is an error."""
+    if dtype == torch.float32:
+        return tensors
+    out = {key: value.to(dtype) for key, value in tensors.items()}
+    for key, value in out.items():
+        if not bool(torch.isfinite(value).all()):
+            raise GateFileError(f"{path}: tensor {printable(key)} overflows {dtype} (|x| > {torch.finfo(dtype).max:g})")
+    return out
+
+
+def _empty_resag(spec: ResAGSpec, key_mode: str | None, num_concepts: int, dtype: torch.dtype) -> ResAG:
+    """N uninitialised slots in ``dtype`` (every one is filled from a file: no initialisation of N concepts)."""
+    if key_mode is not None and key_mode != spec.key_mode:
+        spec = dataclasses.replace(spec, key_mode=key_mode)
+    with torch.device("meta"):
+        resag = ResAG(spec, num_concepts=num_concepts)
+    return resag.to(dtype).to_empty(device="cpu")
+
+
 def load_erasers(
-    paths: Sequence[str | Path], key_mode: str | None = None, pad_ranks: bool = False
+    paths: Sequence[str | Path], key_mode: str | None = None, pad_ranks: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[ResAG, list[GateFileInfo]]:
     """Load gate files and folders into one ResAG with one concept slot per file (method.md §4.1).
 
     ``key_mode`` overrides the files' gate key mode (e.g. to study the paper's separate-key variant).
     ``pad_ranks`` merges files of different r, k or α (e.g. celebrities with explicit content) by exact
     zero-padding; otherwise such files are an error, as in the reference. The ResAG has the files' gate
-    (``attention`` or ``none``); files of different gates are an error.
+    (``attention`` or ``none``); files of different gates are an error. ``dtype`` (``torch.float16`` or
+    ``torch.bfloat16``) stores the parameters in half precision, half the memory of thousands of erasers; the
+    gate and the residuals are still computed in float32 (:attr:`ResAG.compute_dtype`).
     """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage dtype {dtype} is not one of {', '.join(map(str, STORAGE_DTYPES))}")
     files = gate_files(paths)
-    loaded = [read_gate_file(path) for path in files]
-    infos = [info for _, info in loaded]
-    for info in infos[1:]:
-        _check_compatible(infos[0], info, pad_ranks)
-    spec = infos[0].spec
-    tensors_list = [tensors for tensors, _ in loaded]
+    infos, held, resag = [], [], None
+    for index, path in enumerate(files):
+        tensors, info = read_gate_file(path)
+        if infos:
+            _check_compatible(infos[0], info, pad_ranks)
+        infos.append(info)
+        tensors = _stored(path, tensors, dtype)
+        if pad_ranks:  # the padded ranks are known after the last file: hold them all
+            held.append(tensors)
+            continue
+        if resag is None:
+            resag = _empty_resag(info.spec, key_mode, len(files), dtype)
+        resag.load_concept(index, tensors)  # streamed: one file's copy at a time beside the merged parameters
     if pad_ranks:
         r, k = max(i.spec.gate_rank for i in infos), max(i.spec.lora_rank for i in infos)
-        tensors_list = [_pad(t, i.spec, r, k) for t, i in zip(tensors_list, infos, strict=True)]
-        spec = dataclasses.replace(spec, gate_rank=r, lora_rank=k, alpha=float(k))  # scale α/k = 1
-    if key_mode is not None and key_mode != spec.key_mode:
-        spec = dataclasses.replace(spec, key_mode=key_mode)
-    resag = ResAG(spec, num_concepts=len(loaded))
-    for index, tensors in enumerate(tensors_list):
-        resag.load_concept(index, tensors)
+        spec = dataclasses.replace(infos[0].spec, gate_rank=r, lora_rank=k, alpha=float(k))  # scale α/k = 1
+        resag = _empty_resag(spec, key_mode, len(files), dtype)
+        for index, info in enumerate(infos):
+            resag.load_concept(index, _pad(held[index], info.spec, r, k))
+            held[index] = None
     resag.sources = [str(path) for path in files]
     return resag.requires_grad_(False).eval(), infos
 

@@ -200,8 +200,9 @@ class BatchTrainer:
         phase = adversarial_phase(self.cfg)
         kv, spec = self.model.kv, self.model.spec
         generators = [d.generator for d in self.data]
-        delta = new_bank(generators, self.cfg.adversarial.num_embeddings, self.model.tokens, spec.embed_dim)
-        delta = delta.to(self.model.device).requires_grad_(True)
+        bank = new_bank(generators, self.cfg.adversarial.num_embeddings, self.model.tokens, spec.embed_dim)
+        # one leaf per concept: the optimiser's element-wise temporaries stay one concept's size (same numbers)
+        delta = [one.to(self.model.device).requires_grad_(True) for one in bank.unbind(0)]
         trainable = self._trainable()
         for p in trainable:
             p.requires_grad_(False)
@@ -214,12 +215,12 @@ class BatchTrainer:
             return loss, {"attack": loss}
 
         try:
-            run_phase(phase, [delta], self.cfg, loss_fn,
+            run_phase(phase, delta, self.cfg, loss_fn,
                       lambda step, lr, terms: logger.record(stage, phase, step, lr, terms), self._desc(stage, "adv"))
         finally:
             for p in trainable:
                 p.requires_grad_(True)
-        self.delta = delta.detach()
+        self.delta = torch.stack(delta).detach()
 
     def _desc(self, stage: int, phase: str) -> str:
         names = self.concepts[0].target if len(self.concepts) == 1 else f"{len(self.concepts)} concepts"
