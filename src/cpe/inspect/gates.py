@@ -86,7 +86,7 @@ def token_gates(text_side: TextSide, resag: ResAG, prompts: Sequence[str], batch
     weight = resag.w_query
     gates = []
     for start in range(0, len(prompts), batch_size):
-        x = text_side.encode(prompts[start : start + batch_size]).to(device=weight.device, dtype=weight.dtype)
+        x = text_side.encode(prompts[start : start + batch_size]).to(device=weight.device, dtype=resag.compute_dtype)
         per_eraser = [resag.gate(x, concept=torch.full((len(x),), n, device=weight.device)).gate
                       for n in range(resag.num_concepts)]
         gates.append(torch.stack(per_eraser, dim=1).float().cpu())
