@@ -166,7 +166,7 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
     erased = {c.target.lower() for c in concepts}
     pairs = [pair for c in concepts for pair in erase_pairs(c, side.templates, p.placeholder)]
     keep = [w for w in unique(side.general_words + side.candidates) if w.lower() not in erased]
-    preserve = unique(templated_pool(keep, side.templates, p.placeholder) + side.sentences)
+    preserve = unique(templated_pool(keep, side.anchor_templates or side.templates, p.placeholder) + side.sentences)
     text = TextSide.load(cfg.model_path(), device=device)
     old, new = edit_contexts(text, pairs)
     kept = preserve_contexts(text, preserve)
