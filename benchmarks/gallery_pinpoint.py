@@ -98,7 +98,8 @@ def erasers_for(erase: dict, out: Path, config: str, seed: int, model: str, cost
     root = out / "erasers" / config / f"seed{seed}"
     config_file = config_file or config
     if "single" in erase:
-        return [train_concepts("celebs", erase["single"] + 1, root, model, overrides, costs, config=config_file)[-1]]
+        index = erase["single"]
+        return train_concepts("celebs", index + 1, root, model, overrides, costs, config=config_file, first=index)
     return [p for d, n in erase.items()
             for p in train_concepts(d, n, root, model, overrides, costs, config=config_file)]
 

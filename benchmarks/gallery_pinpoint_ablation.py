@@ -36,6 +36,10 @@ OPTIONS = {
     "corpus": ["anchors.corpus=corpus.csv", "anchors.corpus_per_step=16"],
 }
 OPTIONS["all"] = OPTIONS["compositions"] + OPTIONS["context"] + OPTIONS["corpus"]
+# phrases before the template only: after the concept, a neutral of another token count shifts them (method.md §2.2)
+OPTIONS["context, before only"] = [*OPTIONS["context"][:-1], "context.max_after=0"]
+OPTIONS["all, context before only"] = OPTIONS["compositions"] + OPTIONS["context, before only"] + OPTIONS["corpus"]
+OPTIONS["compositions and corpus"] = OPTIONS["compositions"] + OPTIONS["corpus"]
 
 
 def name_gate(text, resag, name: str) -> float:
@@ -80,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
                 key = f"{name}/{variant}/seed{seed}"
                 if key in results:
                     continue
-                config = f"ablation_{variant}"
+                config = "ablation_" + variant.replace(", ", "_").replace(" ", "_")
                 (gate_file,) = erasers_for({"single": index}, out, config, seed, args.model, {},
                                            OPTIONS[variant], config_file="train")
-                tag = f"ablation_{variant}_seed{seed}_single{index}"
+                tag = f"{config}_seed{seed}_single{index}"
                 erased = {s: read_folder(generate(rows, tag, s, out, args.model, [gate_file], args.steps))
                           for s, rows in sets.items() if s not in NEUTRALS and not s.endswith("_generic")}
                 resag, infos = load_erasers([gate_file])
