@@ -91,12 +91,17 @@ def _union(evals) -> list[dict]:
 
 
 def erasers_for(erase: dict, out: Path, config: str, seed: int, model: str, costs: dict,
-                extra: list[str]) -> list[Path]:
+                extra: list[str], config_file: str | None = None) -> list[Path]:
+    """The erasers of an evaluation, trained into ``<out>/erasers/<config>/seed<k>`` with the domains' training
+    config ``config_file`` (default: ``config``) plus ``extra`` overrides, when missing."""
     overrides = [f"train.seed={seed}", *extra]
     root = out / "erasers" / config / f"seed{seed}"
+    config_file = config_file or config
     if "single" in erase:
-        return [train_concepts("celebs", erase["single"] + 1, root, model, overrides, costs, config=config)[-1]]
-    return [p for d, n in erase.items() for p in train_concepts(d, n, root, model, overrides, costs, config=config)]
+        index = erase["single"]
+        return train_concepts("celebs", index + 1, root, model, overrides, costs, config=config_file, first=index)
+    return [p for d, n in erase.items()
+            for p in train_concepts(d, n, root, model, overrides, costs, config=config_file)]
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------------

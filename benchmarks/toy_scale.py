@@ -100,14 +100,14 @@ def pool_overrides(domain: str, pool: str) -> list[str]:
 
 
 def train_concepts(domain: str, count: int, out: Path, model: str, overrides: list[str], costs: dict,
-                   pool: str = "domain", config: str = "train") -> list[Path]:
-    """Gate files of the first ``count`` concepts of ``domain`` (trained when missing) with the domain's training
-    config ``configs/toy_<domain>/<config>.yaml``, recording seconds."""
+                   pool: str = "domain", config: str = "train", first: int = 0) -> list[Path]:
+    """Gate files of concepts ``first`` .. ``count - 1`` of ``domain`` (trained when missing) with the domain's
+    training config ``configs/toy_<domain>/<config>.yaml``, recording seconds."""
     from cpe.toy.experiments import train_concept
 
     config = REPO / "configs" / f"toy_{domain}" / f"{config}.yaml"
     paths = []
-    for index in range(count):
+    for index in range(first, count):
         _, concept, path, seconds = train_concept(config, index, out / "erasers",
                                                   ["model.device=cpu", *pool_overrides(domain, pool), *overrides],
                                                   reuse=True, model=model)

@@ -200,6 +200,9 @@ def test_stable_diffusion_pinpoint_configs_are_train_yaml_plus_the_generated_opt
         assert cfg.experiment_name() == paper.experiment_name() + "_context"
         side = training.read_prompt_lists(cfg)
         compositions = context_files.compositions(domain)
-        assert side.templates[len(side.templates) - cfg.context.variants - len(compositions):][:len(compositions)] == (
-            compositions)
+        assert cfg.context.words is None  # the phrase augmentation stays off (docs/pinpoint.md)
+        assert side.templates[-len(compositions):] == compositions
         assert side.corpus == context_files.corpus() and len(side.corpus) >= 400
+        phrases = load_train_config(REPO_ROOT / "configs" / domain / "train_context.yaml",
+                                    ["context.words=../context_words.csv"])
+        assert len(training.read_prompt_lists(phrases).templates) == len(side.templates) + cfg.context.variants
