@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from cpe.metrics.domains import Column
     from cpe.metrics.evaluate import Evaluation
 
-GCD_HELP = "run shell_scripts/evaluation/gcd_predict.py {inputs} {predictions} in the GCD environment (docs/evaluation.md)"
+GCD_HELP = ("run shell_scripts/evaluation/gcd_predict.py {inputs} {predictions} in the GCD environment "
+            "(docs/evaluation.md)")
 
 # The five evaluation templates of the celebrity prompt CSVs.
 NAME_PATTERNS = tuple(
