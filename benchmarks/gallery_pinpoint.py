@@ -7,8 +7,11 @@ concepts and other words? The paper's settings (``train.yaml``) against the pinp
     python benchmarks/gallery_pinpoint.py --phase leakage --configs train train_context --seeds 0
     python benchmarks/gallery_pinpoint.py --phase render            # benchmarks/results/gallery_pinpoint.{md,json}
 
-(``--phase all`` runs the four in turn; the phases exist so that training and the original model's images, or the
-evaluations of two configs, can run side by side in two processes.) Erasers are trained with the domain configs
+(``--phase all`` runs the five in turn; the phases exist so that training and the original model's images, or the
+evaluations of two configs, can run side by side in two processes. The committed results also hold
+``train_context_with_phrases``: ``train_context.yaml`` with ``--set context.words=context_words.csv``, its erasers,
+images and scores renamed from ``train_context``; render with ``--configs train train_context
+train_context_with_phrases``.) Erasers are trained with the domain configs
 ``configs/toy_<domain>/<config>.yaml`` and ``train.seed`` = each of ``--seeds`` into
 ``<out>/erasers/<config>/seed<k>``. Evaluations (each image scored by the gallery readers on what its prompt
 names, so identity, style and marks are read on the same image; sets from ``cpe.toy.gallery.domain_files`` and
