@@ -2,8 +2,7 @@
 # defaults (GUIDE, PAL, GATE_RANK), from the repository root. One table with a row per experiment: the original
 # model first (its generic/neutral sets give the floors and its images are the FD reference), then the eraser's.
 NOISE=${NOISE:-0.001}
-CONFIG=${CONFIG:-}  # train_context.yaml: the pinpoint erasers' images (<save_env>_context), as generate.sh
-case "$CONFIG" in *train_context.yaml) VARIANT=_context ;; *) VARIANT= ;; esac
+source shell_scripts/common/variant.sh  # CONFIG -> VARIANT (_context for train_context.yaml)
 EXPERIMENTS=${EXPERIMENTS:-original guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}${VARIANT}}
 ROOT=${ROOT:-generated_images/${DOMAIN}}
 OUT=${OUT:-results/${DOMAIN}}

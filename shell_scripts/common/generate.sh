@@ -2,10 +2,7 @@
 # DOMAIN, EXPERIMENT_PREFIX and its defaults (GEN_CONFIG, GUIDE, PAL, GATE_RANK), from the repository root.
 MODEL=${MODEL:-CompVis/stable-diffusion-v1-4}   # hub id or local pipeline folder
 NOISE=${NOISE:-0.001}
-# CONFIG: the training config the erasers came from; train_context.yaml (the pinpoint options) trains into
-# <experiment>_context, and its images go to <save_env>_context.
-CONFIG=${CONFIG:-}
-case "$CONFIG" in *train_context.yaml) VARIANT=_context ;; *) VARIANT= ;; esac
+source shell_scripts/common/variant.sh  # CONFIG -> VARIANT (_context for train_context.yaml)
 ERASERS=${ERASERS-output/${DOMAIN}/${EXPERIMENT_PREFIX}_single_guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}${VARIANT}}
 SAVE_ENV=${SAVE_ENV:-guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}${VARIANT}}
 DATA_DIR=${DATA_DIR:-}

@@ -3,7 +3,8 @@
 # repository root. Only the model's tokenizer(s) and text encoder(s) load.
 MODEL=${MODEL:-CompVis/stable-diffusion-v1-4}   # hub id or local pipeline folder
 NOISE=${NOISE:-0.001}
-ERASERS=${ERASERS:-output/${DOMAIN}/${EXPERIMENT_PREFIX}_single_guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}}
+source shell_scripts/common/variant.sh  # CONFIG -> VARIANT (_context for train_context.yaml)
+ERASERS=${ERASERS:-output/${DOMAIN}/${EXPERIMENT_PREFIX}_single_guide${GUIDE}_pal${PAL}_gate_rank${GATE_RANK}_noise${NOISE}${VARIANT}}
 PROMPTS=${PROMPTS:-}        # a file of prompts to map token by token (a CSV's prompt column, or one per line)
 OUT=${OUT:-output/inspect/${DOMAIN}}
 DEVICE=${DEVICE:-auto}
