@@ -126,8 +126,6 @@ def score(name: str, erase: dict, sets: dict, erased: dict, original: _Original)
 
     def kept(subset: str, reader: str) -> dict:
         """The rate on the rows whose concept of that reader is not erased (full retention is 100%)."""
-        from cpe.metrics.gallery import identity_accuracy, style_accuracy
-
         accuracy = identity_accuracy if reader == "identity" else style_accuracy
 
         def rate(readings) -> dict:
