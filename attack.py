@@ -17,8 +17,8 @@ import sys
 
 import torch
 
-from cpe.io_utils import error_line
-from cpe.models import DEFAULT_MODEL
+from cpe.models.loading import DEFAULT_MODEL
+from cpe.util.io import error_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None] + list(args.set)
     from cpe.attacks import csv_name, load_attack_config, load_inputs, run_attack, write_attack
     from cpe.attacks.runner import check_output
-    from cpe.config import ConfigError
+    from cpe.util.config import ConfigError
 
     try:
         cfg = load_attack_config(args.config, overrides)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cpe.gen_config import load_gen_config
-from cpe.io_utils import error_line
-from cpe.models import DEFAULT_MODEL
+from cpe.generation.config import load_gen_config
+from cpe.models.loading import DEFAULT_MODEL
+from cpe.util.io import error_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("data_dir", "save_root", "batch_size", "first_row", "last_row", "num_inference_steps")
     try:
         cfg = load_gen_config(args.config, {key: getattr(args, key) for key in keys})
-        from cpe.generation import describe, run_generation
+        from cpe.generation.run import describe, run_generation
 
         summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
                                  config_path=args.config, grid=args.grid, device=args.device,

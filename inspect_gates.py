@@ -17,8 +17,8 @@ import sys
 
 import torch
 
-from cpe.io_utils import error_line
-from cpe.models import DEFAULT_MODEL
+from cpe.models.loading import DEFAULT_MODEL
+from cpe.util.io import error_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

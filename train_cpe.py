@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import ConfigError, command_line_model, load_train_config
-from cpe.io_utils import error_line
 from cpe.training import TrainingError, describe, train
+from cpe.training.config import load_train_config
+from cpe.util.config import ConfigError, command_line_model
+from cpe.util.io import error_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

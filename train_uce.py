@@ -1,4 +1,5 @@
-"""Erase concepts with UCE's closed-form edit of to_k / to_v (a baseline beside CPE): thin CLI over ``cpe.uce``.
+"""Erase concepts with UCE's closed-form edit of to_k / to_v (a baseline beside CPE): thin CLI over
+``cpe.baselines.uce``.
 
 Reads the same training YAML as train_cpe.py (concept list, templates, anchors = what to preserve) and
 erases concepts [st_idx, end_idx) jointly into one file:
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import ConfigError, command_line_model, load_train_config
-from cpe.prompts import load_concepts
-from cpe.uce import FILE_NAME, UCESettings, save_uce, train_uce
+from cpe.baselines.uce import FILE_NAME, UCESettings, save_uce, train_uce
+from cpe.training.config import load_train_config
+from cpe.training.prompts import load_concepts
+from cpe.util.config import ConfigError, command_line_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

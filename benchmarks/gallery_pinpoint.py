@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_scale import _key, _Original, generate, thin, train_concepts  # noqa: E402  (a sibling benchmark)
 
-from cpe.io_utils import atomic_write_text  # noqa: E402
+from cpe.util.io import atomic_write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("train", "train_context")
@@ -236,9 +236,9 @@ def leakage_prompts(erased: list[str]) -> list[str]:
     """The COCO analogue and every compositional and context prompt of the three domains that names none of
     ``erased`` (whole words, any case) and no trigger phrase of the mark (with the explicit erasers merged, every
     trigger names their concept: "nude" should fire them), each once."""
-    from cpe.prompts import names_target
     from cpe.toy.gallery.captions import TRIGGER_WORDS
     from cpe.toy.gallery.domain_files import prompt_sets
+    from cpe.training.prompts import names_target
 
     prompts = [r["prompt"] for domain, subsets in LEAKAGE_SETS.items() for subset in subsets
                for r in prompt_sets(domain, ALL_ERASED[domain])[subset]]
@@ -249,9 +249,9 @@ def leakage_prompts(erased: list[str]) -> list[str]:
 def phase_leakage(out: Path, model: str, configs, seeds, extra: list[str]) -> None:
     """Per eraser of the ``all`` evaluation, its largest gate per prompt over prompts that name no erased concept:
     the percentiles of cpe.inspect.leakage, on real tokens and on padding."""
+    from cpe.core.weights import load_erasers
     from cpe.inspect.leakage import leakage
-    from cpe.models import TextSide
-    from cpe.weights import load_erasers
+    from cpe.models.loading import TextSide
 
     text = TextSide.load(model)
     for config in configs:

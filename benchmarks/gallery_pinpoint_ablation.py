@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gallery_pinpoint import NEUTRALS, _cell, erasers_for, leakage_prompts, score, single_sets  # noqa: E402
 from toy_scale import _Original, generate  # noqa: E402
 
-from cpe.io_utils import atomic_write_text  # noqa: E402
+from cpe.util.io import atomic_write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = {
@@ -53,12 +53,12 @@ def name_gate(text, resag, name: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from cpe.core.weights import load_erasers
     from cpe.inspect.leakage import leakage
     from cpe.metrics.gallery import read_folder
-    from cpe.models import TextSide
+    from cpe.models.loading import TextSide
     from cpe.toy.gallery import GALLERY_MODEL_DIR
     from cpe.toy.gallery.domain_files import concept_names
-    from cpe.weights import load_erasers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identities", type=int, nargs="+", default=[2])

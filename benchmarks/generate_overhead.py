@@ -1,7 +1,7 @@
 """Seconds per image: the plain SD v1.4 UNet sampling loop vs the same loop with 1, 14, 100 merged erasers.
 
 Random weights at SD v1.4 shapes (no download) and random gate files of the released shapes (r=16, k=1),
-loaded through ``cpe.weights.load_erasers`` and attached with ``cpe.network.CPENetwork``. The loop is the
+loaded through ``cpe.core.weights.load_erasers`` and attached with ``cpe.core.network.CPENetwork``. The loop is the
 pipeline's denoising loop (PNDM, CFG with a negative+positive embedding batch, the same embedding tensor
 at every step); the text encoder and VAE are left out because they cost the same with or without erasers,
 so the overhead printed here is an upper bound of the whole pipeline's. Conditions are interleaved and
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from diffusers import PNDMScheduler
 
-from cpe.model_zoo import sd14_unet
-from cpe.network import CPENetwork, spec_for_unet
-from cpe.resag import ResAG
-from cpe.weights import load_erasers, save_gate_file
+from cpe.core.network import CPENetwork, spec_for_unet
+from cpe.core.resag import ResAG
+from cpe.core.weights import load_erasers, save_gate_file
+from cpe.models.zoo import sd14_unet
 
 
 def write_random_gates(unet, folder: Path, count: int, gate_rank: int = 16, lora_rank: int = 1) -> list[Path]:

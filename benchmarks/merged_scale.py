@@ -5,7 +5,7 @@ widths), random weights of the released ranks (r = 16, k = 1), a batch of B prom
 * "materialised": the merged forward as it was before issue 21 (every concept's Ē, a (B, N, T, D) tensor; every
   layer's residual projects every concept, then picks one), written out below;
 * "chunked": ``ResAG.gate`` + ``ResAG.residuals`` (gates only, chunk by chunk; Ē of the winners only);
-and loading N gate files with ``cpe.weights.load_erasers`` (float32 or half-precision storage).
+and loading N gate files with ``cpe.core.weights.load_erasers`` (float32 or half-precision storage).
 
 Every measurement runs in a fresh subprocess; time is the fastest of the repeats; peak memory is the process's
 ``ru_maxrss`` after the measured work minus before it (the weights already built), which sees every torch
@@ -32,9 +32,9 @@ import torch
 from generate_overhead import write_random_gates
 from train_step import ARCHITECTURES, TOKENS, unet_layers
 
-from cpe.io_utils import atomic_write_text
-from cpe.resag import ResAG, ResAGSpec
-from cpe.weights import load_erasers
+from cpe.core.resag import ResAG, ResAGSpec
+from cpe.core.weights import load_erasers
+from cpe.util.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

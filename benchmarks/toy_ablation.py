@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from cpe.io_utils import atomic_write_text
 from cpe.toy.experiments import generate_subsets, train_eraser
+from cpe.util.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -57,7 +57,7 @@ class KVProbe:
 
     def __init__(self, cfg, concept) -> None:
         from cpe import training
-        from cpe.prompts import erase_pairs
+        from cpe.training.prompts import erase_pairs
 
         model = training.load_frozen(cfg, torch.device("cpu"))
         side = training.load_prompt_side(cfg, model)
@@ -76,7 +76,7 @@ class KVProbe:
         return float(per_item.mean()) / kv.num_tokens
 
     def __call__(self, gate_file: Path) -> dict[str, float]:
-        from cpe.weights import load_erasers
+        from cpe.core.weights import load_erasers
 
         resag, _ = load_erasers([gate_file])
         with torch.no_grad():
@@ -143,8 +143,8 @@ def render(target: str, seeds: list[int], summary: dict[str, dict], overrides: l
 
 def main(argv: list[str] | None = None) -> None:
     from cpe.metrics.toy import run
-    from cpe.prompts import load_concepts
     from cpe.toy.prompt_sets import kind_of, write_prompt_sets
+    from cpe.training.prompts import load_concepts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="circle", help="a toy shape or colour")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.io_utils import atomic_write_text
+from cpe.util.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = ("red", "green", "blue", "yellow", "purple")
@@ -51,11 +51,11 @@ def encoder_table(text) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> str:
+    from cpe.core.weights import load_erasers
     from cpe.inspect.gates import token_gates
-    from cpe.models import TextSide
+    from cpe.models.loading import TextSide
     from cpe.toy import TOY_MODEL_DIR
     from cpe.toy.experiments import train_eraser
-    from cpe.weights import load_erasers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "output" / "toy_context_gates"))

@@ -55,8 +55,8 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     import csv
     import io
 
-    from cpe.io_utils import atomic_write_text
     from cpe.toy.prompt_sets import COLUMNS
+    from cpe.util.io import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -76,14 +76,14 @@ class Bench:
         self.retention: dict[tuple[str, str], float] = {}  # (target, variant) of the seed-independent models
 
     def gen_config(self, subset: str, data_dir: Path):
-        from cpe.gen_config import load_gen_config
+        from cpe.generation.config import load_gen_config
 
         return load_gen_config(REPO / "configs" / "toy" / "gen" / f"{subset}.yaml",
                                {"data_dir": str(data_dir), "num_inference_steps": self.args.steps})
 
     def victim(self, gen_cfg, erasers=(), uce=None):
         from cpe.attacks.victim import Victim
-        from cpe.generation import GenerationPipeline
+        from cpe.generation.run import GenerationPipeline
 
         return Victim(GenerationPipeline(gen_cfg, self.model, list(erasers), device="cpu", uce=uce))
 
@@ -102,9 +102,9 @@ class Bench:
 
     # -- erasers -----------------------------------------------------------------------------------
     def train_cpe(self, name: str, overrides: list[str], kind: str, target: str, seed: int, folder: Path) -> Path:
-        from cpe.config import load_train_config
-        from cpe.prompts import load_concepts
         from cpe.training import train
+        from cpe.training.config import load_train_config
+        from cpe.training.prompts import load_concepts
 
         config = REPO / "configs" / "toy" / f"train_{kind}.yaml"
         cfg = load_train_config(config, [f"save.root={folder / name}", f"model.path={self.model}",
@@ -117,9 +117,9 @@ class Bench:
         return path
 
     def train_uce(self, kind: str, target: str, folder: Path) -> Path:
-        from cpe.config import load_train_config
-        from cpe.prompts import load_concepts
-        from cpe.uce import FILE_NAME, save_uce, train_uce
+        from cpe.baselines.uce import FILE_NAME, save_uce, train_uce
+        from cpe.training.config import load_train_config
+        from cpe.training.prompts import load_concepts
 
         path = folder / "uce" / target / FILE_NAME
         if not path.is_file():
@@ -131,7 +131,7 @@ class Bench:
 
     # -- one target --------------------------------------------------------------------------------
     def run_target(self, target: str) -> list[dict]:
-        from cpe.prompt_csv import read_prompt_csv
+        from cpe.generation.prompt_csv import read_prompt_csv
         from cpe.toy.prompt_sets import kind_of, prompt_sets, write_prompt_sets
         from cpe.toy.world import GENERIC_COLOUR, GENERIC_SHAPE
 
@@ -202,7 +202,7 @@ class Bench:
             return None
         from cpe.attacks import csv_name, run_attack, write_attack
         from cpe.attacks.runner import MANIFEST, AttackRun, attack_rows
-        from cpe.prompt_csv import read_prompt_csv
+        from cpe.generation.prompt_csv import read_prompt_csv
 
         out = folder / "ringabell"
         if (out / MANIFEST).is_file():  # computed by an earlier run of this benchmark

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from cpe.io_utils import atomic_write_csv, atomic_write_text
+from cpe.util.io import atomic_write_csv, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 RETENTION = {"celebs": "artist", "artists": "actor"}  # the other domain's set each row keeps
@@ -119,8 +119,8 @@ def train_concepts(domain: str, count: int, out: Path, model: str, overrides: li
 
 def generate(rows: list[dict], name: str, subset: str, out: Path, model: str, erasers: list[Path], steps: int):
     """Generate ``rows`` (a prompt CSV written under ``<out>/prompts``) into ``<out>/images/<name>/<subset>``."""
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import run_generation
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import run_generation
     from cpe.toy.gallery.prompts import COLUMNS
 
     csv = atomic_write_csv(out / "prompts" / name / f"{subset.replace('/', '_')}.csv", COLUMNS, rows)

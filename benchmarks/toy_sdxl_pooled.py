@@ -10,11 +10,13 @@ the time embedding).
 1. Erasure. Per target and training seed, CPE is trained by the normal training code (configs/toy/train_<kind>.yaml
    with ``model.path`` = the SDXL toy and ``train.seed``), then the erased and remaining prompt sets of
    ``cpe.toy.prompt_sets`` are generated twice through ``generate``'s ``run_generation``: with ``pooled: keep``
-   (the method as published: ResAGs act on the cross-attention context only) and ``pooled: neutral`` (cpe.pooled:
+   (the method as published: ResAGs act on the cross-attention context only) and ``pooled: neutral``
+   (cpe.generation.pooled:
    where a gate fires, the pooled embedding is the neutral prompt's). Scored with cpe.metrics.toy against the
    original model: Acc_e (with its floor, the original model's rate on the generic prompts), Acc_r, H.
 2. Carry, no eraser. Images from the pipeline's ``prompt_embeds``/``pooled_prompt_embeds`` (built with
-   ``cpe.models.TextSide``; the negative side is the encoded "" as the pipeline's own, since the toy is saved with
+   ``cpe.models.loading.TextSide``; the negative side is the encoded "" as the pipeline's own, since the toy is saved
+   with
    ``force_zeros_for_empty_prompt=False``) for the target prompts ("a {colour} circle" / "a red {shape}") and their
    neutrals ("a {colour} shape" / "a colorful {shape}"), same seeds in every condition:
    (a) target context + target pooled (the concept), (b) neutral + neutral (the floor),
@@ -38,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpe.io_utils import atomic_write_text
 from cpe.toy.experiments import generate_subsets, train_eraser
+from cpe.util.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 GEN = REPO / "configs" / "toy" / "gen"
@@ -61,9 +63,9 @@ def spread(values: list[float]) -> dict[str, float]:
 def erasure(target: str, seeds: list[int], work: Path, steps: int, extra: list[str], reuse: bool) -> list[dict]:
     """Train one eraser per seed on the SDXL toy; score it with pooled keep and neutral."""
     from cpe.metrics.toy import run
-    from cpe.prompts import load_concepts
     from cpe.toy import TOY_CLASSIFIER_FILE, TOY_SDXL_MODEL_DIR
     from cpe.toy.prompt_sets import kind_of, write_prompt_sets
+    from cpe.training.prompts import load_concepts
 
     kind = kind_of(target)
     concepts = [c.target for c in load_concepts(REPO / "configs" / "toy" / f"concepts_{kind}.yaml", "", 0.0)]
@@ -125,7 +127,7 @@ def sample(pipe, context: torch.Tensor, pooled: torch.Tensor, negative, seeds: l
 
 def carry(target: str, per_condition: int, steps: int, guidance: float) -> dict:
     """Target rate under the four context/pooled combinations, no eraser."""
-    from cpe.models import TextSide, load_pipeline
+    from cpe.models.loading import TextSide, load_pipeline
     from cpe.toy import TOY_CLASSIFIER_FILE, TOY_SDXL_MODEL_DIR
     from cpe.toy.classify import classify_colour, classify_shape, load_shape_classifier, match_rate
     from cpe.toy.prompt_sets import kind_of

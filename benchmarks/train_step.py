@@ -1,6 +1,6 @@
 """Seconds per training step at SD v1.4 and SDXL shapes (random weights): our trainer vs the reference's pattern.
 
-Ours: the exact shortcuts of method.md §2.7a (cpe.losses), gate once per embedding, C concepts side by side.
+Ours: the exact shortcuts of method.md §2.7a (cpe.training.losses), gate once per embedding, C concepts side by side.
 Reference pattern: per step, every embedding of the batch [E_T, E_T+δ_1..P, E_N, E_∅, a_1..S] is projected
 through all 32 to_k/to_v layers twice (frozen and adapted), the gate is recomputed inside each layer, and the
 losses are the direct formulas of §2.5-2.6; one concept at a time.
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import load_train_config
-from cpe.losses import EraseBatch, FrozenBank, KVLoss, attack_loss, erase_losses
-from cpe.model_zoo import sd14_unet, sdxl_unet
-from cpe.network import cross_attention_projections
-from cpe.prompts import load_concepts, load_templates, read_csv_column, unique
-from cpe.resag import ResAG, ResAGSpec
+from cpe.core.network import cross_attention_projections
+from cpe.core.resag import ResAG, ResAGSpec
+from cpe.models.zoo import sd14_unet, sdxl_unet
 from cpe.training import adversarial_phase, erase_phase
+from cpe.training.config import load_train_config
+from cpe.training.losses import EraseBatch, FrozenBank, KVLoss, attack_loss, erase_losses
+from cpe.training.prompts import load_concepts, load_templates, read_csv_column, unique
 
 TOKENS = 77
 REPO = Path(__file__).resolve().parents[1]

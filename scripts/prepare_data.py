@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cpe.io_utils import atomic_write_text, check_columns, csv_text
 from cpe.metrics.gcd import celebrity_name
+from cpe.util.io import atomic_write_text, check_columns, csv_text
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHORS_URL = "https://raw.githubusercontent.com/Hyun1A/CPE/{ref}/generation_prompts/{name}"

@@ -26,7 +26,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
     """A small random StableDiffusionPipeline saved to a folder (loaded like a hub model)."""
-    from cpe.model_zoo import build_tiny_pipeline
+    from cpe.models.zoo import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "model")
 

@@ -7,9 +7,9 @@ import math
 import torch
 from safetensors import safe_open
 
-from cpe.adversarial import new_bank, save_bank
-from cpe.losses import KVLoss, attack_loss
-from cpe.resag import ResAG, ResAGSpec
+from cpe.core.resag import ResAG, ResAGSpec
+from cpe.training.adversarial import new_bank, save_bank
+from cpe.training.losses import KVLoss, attack_loss
 
 
 def test_new_bank_is_kaiming_uniform_divided_by_dim_squared():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cpe.anchors import EmbeddingStore, most_similar, sample_anchors, templated_pool
+from cpe.training.anchors import EmbeddingStore, most_similar, sample_anchors, templated_pool
 
 
 def test_most_similar_ranks_by_flattened_cosine_and_excludes_the_target():

@@ -14,7 +14,7 @@ from cpe.attacks.judge import toy_hits
 from cpe.attacks.runner import MANIFEST
 from cpe.attacks.victim import Victim
 from cpe.attacks.vocab import allowed_token_ids, banned_token_ids, nearest_tokens
-from cpe.prompt_csv import read_prompt_csv
+from cpe.generation.prompt_csv import read_prompt_csv
 from cpe.toy import TOY_CLASSIFIER_FILE, TOY_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def red_prompts(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def victim(red_prompts) -> Victim:
     """The original toy model (no eraser), sampling as configs/toy/gen/erased.yaml says (10 steps, not 20)."""
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import GenerationPipeline
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import GenerationPipeline
 
     cfg = load_gen_config(REPO / "configs" / "toy" / "gen" / "erased.yaml",
                           {"data_dir": str(red_prompts), "num_inference_steps": 10})
@@ -126,8 +126,8 @@ def test_attack_cli_writes_prompts_that_generation_reads(red_prompts, tmp_path, 
     assert set(manifest["budget"]) >= {"steps_per_prompt", "queries", "seconds"}
     assert attack_cli.main(args) == 2  # an earlier attack's results are not overwritten
     assert "refusing to overwrite" in capsys.readouterr().err
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import run_generation
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import run_generation
 
     cfg = load_gen_config(REPO / "configs" / "toy" / "gen" / "erased.yaml",
                           {"data_dir": str(out), "save_root": str(tmp_path / "images"), "num_inference_steps": 2,
@@ -167,8 +167,8 @@ def test_attack_outputs_keep_soft_embeddings_with_their_rows(victim, tmp_path):
 
 def test_attacks_run_on_an_sd_shaped_pipeline(tiny_pipeline_dir, tmp_path):
     """The Stable Diffusion path: a pipeline folder with SD v1.4's scheduler (PNDM), a celebrity config and CSV."""
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import GenerationPipeline
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import GenerationPipeline
 
     (tmp_path / "celebrity_50_erased.csv").write_text(
         ",type,prompt,evaluation_seed\n0,erased,A portrait of Adam Driver,1\n1,erased,A portrait of Emma Stone,1\n")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cpe.config import ConfigError, load_train_config
+from cpe.training.config import load_train_config
+from cpe.util.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -58,8 +59,9 @@ def test_experiment_folder_is_filled_from_the_effective_values():
 
 
 def test_configs_built_in_code_are_checked_and_name_the_key():
-    from cpe.config import EraseConfig, FieldError, NetworkConfig
-    from cpe.gen_config import GenerationConfig
+    from cpe.generation.config import GenerationConfig
+    from cpe.training.config import EraseConfig, NetworkConfig
+    from cpe.util.config import FieldError
 
     with pytest.raises(FieldError, match=r"^EraseConfig\.num_stages must be >= 1, got 0$"):
         EraseConfig(num_stages=0)
@@ -96,9 +98,10 @@ def test_literal_choices_are_the_ones_the_code_accepts():
 
     from diffusers.optimization import SchedulerType
 
-    from cpe.config import DTypeName, LRScheduler, NetworkConfig
-    from cpe.models import resolve_dtype
-    from cpe.resag import KEY_MODES
+    from cpe.core.resag import KEY_MODES
+    from cpe.models.loading import resolve_dtype
+    from cpe.training.config import LRScheduler, NetworkConfig
+    from cpe.util.config import DTypeName
 
     assert typing.get_args(typing.get_type_hints(NetworkConfig)["key_mode"]) == KEY_MODES
     assert set(typing.get_args(LRScheduler)) <= {s.value for s in SchedulerType}
@@ -106,8 +109,8 @@ def test_literal_choices_are_the_ones_the_code_accepts():
 
 
 def test_model_path_resolves_like_the_other_paths_but_keeps_hub_ids(tmp_path, monkeypatch):
-    from cpe.config import REPO_ROOT
     from cpe.toy import TOY_MODEL_DIR
+    from cpe.util.config import REPO_ROOT
 
     (tmp_path / "configs" / "beside").mkdir(parents=True)
     path = tmp_path / "configs" / "train.yaml"

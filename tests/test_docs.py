@@ -38,8 +38,8 @@ def _documented() -> list[tuple[str, str | None, str, list[str]]]:
     text = (REPO / "docs" / "core_api.md").read_text(encoding="utf-8").split("```python")[1].split("```")[0]
     found, module, cls, pending = [], None, None, ""
     for line in text.splitlines():
-        if match := re.match(r"# cpe/(\w+)\.py", line):
-            module, cls = f"cpe.{match[1]}", None
+        if match := re.match(r"# cpe/([\w/]+)\.py", line):
+            module, cls = "cpe." + match[1].replace("/", "."), None
             continue
         if match := re.match(r"class (\w+)", line):
             cls = match[1]
@@ -77,17 +77,17 @@ def test_every_name_in_core_api_exists_with_its_documented_parameters(module, cl
 
 def test_core_api_lists_something_from_every_module():
     modules = {module for module, *_ in _documented()}
-    assert modules == {"cpe.resag", "cpe.network", "cpe.weights"} and len(_documented()) > 25
+    assert modules == {"cpe.core.resag", "cpe.core.network", "cpe.core.weights"} and len(_documented()) > 25
 
 
 def test_the_readme_library_example_runs_on_the_toy_model(tmp_path):
     import torch
 
-    from cpe.models import load_unet
-    from cpe.network import spec_for_unet
-    from cpe.resag import ResAG
+    from cpe.core.network import spec_for_unet
+    from cpe.core.resag import ResAG
+    from cpe.core.weights import save_gate_file
+    from cpe.models.loading import load_unet
     from cpe.toy import TOY_MODEL_DIR
-    from cpe.weights import save_gate_file
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     code = readme.split("## The library in five lines")[1].split("```python")[1].split("```")[0]

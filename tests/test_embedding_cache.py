@@ -10,10 +10,10 @@ import torch
 from train_support import small_config
 
 from cpe import training
-from cpe.config import load_train_config
-from cpe.embedding_cache import EmbeddingCache, encode_all
-from cpe.model_zoo import build_tiny_pipeline
-from cpe.prompts import load_concepts
+from cpe.models.zoo import build_tiny_pipeline
+from cpe.training.config import load_train_config
+from cpe.training.embedding_cache import EmbeddingCache, encode_all
+from cpe.training.prompts import load_concepts
 
 
 class CountingEncoder:
@@ -46,7 +46,7 @@ def test_a_second_run_encodes_only_what_the_first_did_not(tmp_path, caplog):
     assert (cache.folder / "identity.json").is_file()
 
     second = CountingEncoder()
-    with caplog.at_level(logging.INFO, logger="cpe.embedding_cache"):
+    with caplog.at_level(logging.INFO, logger="cpe.training.embedding_cache"):
         again = encode_all(second, prompts_b, torch.float16, batch_size=3,
                            cache=EmbeddingCache(tmp_path, {"encoder": "counting"}))
     assert second.encoded == ["b1", "b2"]

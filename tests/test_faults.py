@@ -25,7 +25,7 @@ from train_support import small_config
 
 import train_cpe
 from cpe import training
-from cpe.manifest import read_manifest
+from cpe.generation.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = random.Random(13)
@@ -60,7 +60,7 @@ def _paused_cli(kind: str, count: int, marker: str, argv: list[str]) -> None:
             loop.RunLog.record = pause_after(loop.RunLog.record)  # called once per optimisation step
             code = train_cpe.main(argv)
         else:
-            import cpe.generation as generation
+            import cpe.generation.run as generation
 
             generation._save_png = pause_after(generation._save_png)  # called once per image
             code = _generate_cli().main(argv)

@@ -16,12 +16,13 @@ from safetensors.torch import load_file, save_file
 from train_support import small_config
 
 from cpe import training
-from cpe.config import ConfigError, load_train_config
-from cpe.losses import KVLoss, _low_rank
-from cpe.model_zoo import build_tiny_pipeline, tiny_unet
-from cpe.network import CPENetwork, ResAGLinear, cross_attention_projections, spec_for_unet
-from cpe.resag import GATES, KEY_MODES, ResAG
-from cpe.weights import GateFileError, export_released, load_erasers, read_gate_file, save_gate_file
+from cpe.core.network import CPENetwork, ResAGLinear, cross_attention_projections, spec_for_unet
+from cpe.core.resag import GATES, KEY_MODES, ResAG
+from cpe.core.weights import GateFileError, export_released, load_erasers, read_gate_file, save_gate_file
+from cpe.models.zoo import build_tiny_pipeline, tiny_unet
+from cpe.training.config import load_train_config
+from cpe.training.losses import KVLoss, _low_rank
+from cpe.util.config import ConfigError
 
 T = 7  # text tokens
 
@@ -64,7 +65,7 @@ def unet_residuals(unet, resag: ResAG, x: torch.Tensor) -> dict[str, torch.Tenso
 def training_residuals(unet, resag: ResAG, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """What the losses optimise: s · z_l Up_l with z = H Down from the losses' low-rank path (gated_maps).
 
-    ``x`` (C, n, T, D): concept c's items go through slot c, exactly as in ``cpe.losses.erase_losses``.
+    ``x`` (C, n, T, D): concept c's items go through slot c, exactly as in ``cpe.training.losses.erase_losses``.
     """
     weights = {name: linear.weight.detach() for name, linear in cross_attention_projections(unet).items()}
     kv = KVLoss(weights, dict.fromkeys(weights, 1.0), T)

@@ -13,8 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cpe.gen_config import GenerationConfig, load_gen_config
-from cpe.generation import (
+from cpe.core.network import spec_for_unet
+from cpe.core.resag import ResAG
+from cpe.core.weights import save_gate_file
+from cpe.generation.config import GenerationConfig, load_gen_config
+from cpe.generation.manifest import check_manifest, read_manifest
+from cpe.generation.prompt_csv import PromptRow, read_prompt_csv
+from cpe.generation.run import (
     GenerationPipeline,
     batches,
     experiment_name,
@@ -23,13 +28,8 @@ from cpe.generation import (
     shard,
     slugify,
 )
-from cpe.manifest import check_manifest, read_manifest
-from cpe.model_zoo import tiny_unet
-from cpe.models import load_unet
-from cpe.network import spec_for_unet
-from cpe.prompt_csv import PromptRow, read_prompt_csv
-from cpe.resag import ResAG
-from cpe.weights import save_gate_file
+from cpe.models.loading import load_unet
+from cpe.models.zoo import tiny_unet
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cpe.gen_config import load_gen_config
+from cpe.generation.config import load_gen_config
+from cpe.generation.prompt_csv import read_prompt_csv
 from cpe.metrics.domains import DOMAINS
-from cpe.prompt_csv import read_prompt_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSETS = {

@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+from cpe.core.network import spec_for_unet
+from cpe.core.resag import ResAG, ResAGSpec
+from cpe.core.weights import load_erasers, save_gate_file
 from cpe.inspect import distribution, format_gate_table, gate_table, leakage
 from cpe.inspect.gates import PAD, TokenGates, token_gates
 from cpe.inspect.heatmap import CELL
 from cpe.inspect.leakage import leakage_of
-from cpe.models import TextSide, clip_tokenizer_from_assets
-from cpe.network import spec_for_unet
-from cpe.resag import ResAG, ResAGSpec
+from cpe.models.loading import TextSide, clip_tokenizer_from_assets
 from cpe.toy.gallery import GALLERY_MODEL_DIR
-from cpe.weights import load_erasers, save_gate_file
 
 REPO = Path(__file__).resolve().parents[1]
 ERASED_CSV = REPO / "configs" / "toy_celebs" / "prompts" / "erased.csv"

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpe.losses import EraseBatch, FrozenBank, KVLoss, attack_loss, erase_losses, lipschitz_weights, spectral_norm
-from cpe.resag import ResAG, ResAGSpec
+from cpe.core.resag import ResAG, ResAGSpec
+from cpe.training.losses import (
+    EraseBatch,
+    FrozenBank,
+    KVLoss,
+    attack_loss,
+    erase_losses,
+    lipschitz_weights,
+    spectral_norm,
+)
 
 
 def test_lipschitz_weights_equal_spectral_norms_from_svd():

@@ -6,7 +6,7 @@ import logging
 import subprocess
 import sys
 
-from cpe.models import _UnusedImageProcessorNotice
+from cpe.models.loading import _UnusedImageProcessorNotice
 
 
 def record(message: str) -> logging.LogRecord:
@@ -24,7 +24,7 @@ def test_only_the_unused_image_processor_notice_is_dropped():
 
 
 def test_importing_the_pipeline_prints_no_warning():
-    code = "from cpe.models import stable_diffusion_pipeline_class; stable_diffusion_pipeline_class()"
+    code = "from cpe.models.loading import stable_diffusion_pipeline_class; stable_diffusion_pipeline_class()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""

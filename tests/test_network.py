@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-from cpe.model_zoo import sd14_unet, tiny_unet
-from cpe.models import load_pipeline
-from cpe.network import CPENetwork, cross_attention_projections, layer_name, spec_for_unet
-from cpe.resag import ResAG
+from cpe.core.network import CPENetwork, cross_attention_projections, layer_name, spec_for_unet
+from cpe.core.resag import ResAG
+from cpe.models.loading import load_pipeline
+from cpe.models.zoo import sd14_unet, tiny_unet
 
 
 def unet_inputs(unet, batch: int = 2, tokens: int = 7, seed: int = 0):

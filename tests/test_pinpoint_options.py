@@ -11,11 +11,12 @@ import torch
 from train_support import TEMPLATES, small_config
 
 from cpe import training
-from cpe.config import ConfigError, load_train_config
-from cpe.model_zoo import build_tiny_pipeline
-from cpe.prompts import context_templates, names_target, read_context_words
+from cpe.core.weights import read_gate_file
+from cpe.models.zoo import build_tiny_pipeline
+from cpe.training.config import load_train_config
 from cpe.training.files import settings_difference
-from cpe.weights import read_gate_file
+from cpe.training.prompts import context_templates, names_target, read_context_words
+from cpe.util.config import ConfigError
 
 BEFORE = ["a very old", "big", "vintage"]
 AFTER = ["high detail", "4k"]
@@ -186,8 +187,8 @@ def test_bad_option_values_name_the_key_and_the_file(tiny8, tmp_path):
 def test_stable_diffusion_pinpoint_configs_are_train_yaml_plus_the_generated_option_files():
     import dataclasses
 
-    from cpe import context_files
-    from cpe.config import REPO_ROOT
+    from cpe.training import context_files
+    from cpe.util.config import REPO_ROOT
 
     assert context_files.differences(REPO_ROOT) == []  # the shipped files are what the generator writes
     for domain in ("celebs", "artists", "explicit"):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cpe.models import clip_tokenizer_from_assets
-from cpe.prompts import Concept, erase_pairs, load_concepts, load_templates, misaligned_pairs
+from cpe.models.loading import clip_tokenizer_from_assets
+from cpe.training.prompts import Concept, erase_pairs, load_concepts, load_templates, misaligned_pairs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

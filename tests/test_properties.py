@@ -15,14 +15,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpe.config import load_train_config
-from cpe.gen_config import load_gen_config
-from cpe.generation import image_name, slugify
-from cpe.names import FOLDER_MAX_BYTES, check_relative_folder, folder_name
-from cpe.prompt_csv import read_prompt_csv
-from cpe.prompts import load_concepts
-from cpe.resag import ResAG, ResAGSpec
-from cpe.weights import read_gate_file, save_gate_file
+from cpe.core.resag import ResAG, ResAGSpec
+from cpe.core.weights import read_gate_file, save_gate_file
+from cpe.generation.config import load_gen_config
+from cpe.generation.prompt_csv import read_prompt_csv
+from cpe.generation.run import image_name, slugify
+from cpe.training.config import load_train_config
+from cpe.training.prompts import load_concepts
+from cpe.util.names import FOLDER_MAX_BYTES, check_relative_folder, folder_name
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXT = st.text(max_size=60)
@@ -73,7 +73,7 @@ def test_folder_names_are_one_safe_component_that_the_file_system_accepts(folder
 @SETTINGS
 @given(text=st.text(max_size=300), row=st.integers(0, 10**7), seed=st.integers(-(2**63), 2**64 - 1))
 def test_image_names_are_safe_and_bounded_in_bytes(folder, text, row, seed):
-    from cpe.prompt_csv import PromptRow
+    from cpe.generation.prompt_csv import PromptRow
 
     assert_safe_component(folder, slugify(text), 80)
     name = image_name(PromptRow(row, text, seed, None), 3)

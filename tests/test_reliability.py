@@ -26,19 +26,20 @@ from train_support import interrupted_in_stage_two, small_config
 
 import train_cpe
 from cpe import training
-from cpe.config import ConfigError, load_train_config
-from cpe.gen_config import GenerationConfig
-from cpe.generation import _save_png, image_name, run_generation
-from cpe.io_utils import atomic_write, atomic_write_jsonl, atomic_write_text, read_jsonl, remove_stale_temp_files
-from cpe.manifest import MANIFEST_NAME, check_manifest, read_manifest
-from cpe.models import load_unet
-from cpe.names import NAME_MAX_BYTES, folder_name
-from cpe.network import spec_for_unet
-from cpe.prompt_csv import PromptRow
-from cpe.prompts import load_concepts, read_csv_column
-from cpe.resag import ResAG
+from cpe.core.network import spec_for_unet
+from cpe.core.resag import ResAG
+from cpe.core.weights import GateFileError, read_gate_file, save_gate_file
+from cpe.generation.config import GenerationConfig
+from cpe.generation.manifest import MANIFEST_NAME, check_manifest, read_manifest
+from cpe.generation.prompt_csv import PromptRow
+from cpe.generation.run import _save_png, image_name, run_generation
+from cpe.models.loading import load_unet
+from cpe.training.config import load_train_config
 from cpe.training.files import ConceptPaths, TrainingError, remove_tree, trim_log
-from cpe.weights import GateFileError, read_gate_file, save_gate_file
+from cpe.training.prompts import load_concepts, read_csv_column
+from cpe.util.config import ConfigError
+from cpe.util.io import atomic_write, atomic_write_jsonl, atomic_write_text, read_jsonl, remove_stale_temp_files
+from cpe.util.names import NAME_MAX_BYTES, folder_name
 
 REPO = Path(__file__).resolve().parents[1]
 # One erase stage of one step, no adversarial stage: the cheapest complete training run.
@@ -489,7 +490,7 @@ def _dead_pid() -> int:
 
 
 def test_8_stale_temp_files_go_and_a_resumed_log_has_each_step_once(tiny_pipeline_dir, tmp_path):
-    from cpe.io_utils import _HOST
+    from cpe.util.io import _HOST
 
     csv = prompt_csv(tmp_path / "prompts.csv", ["a cat"])
     cfg = GenerationConfig(prompt_path=str(csv), subset="erased", width=16, height=16, num_inference_steps=1,
@@ -578,9 +579,9 @@ def test_9_toy_evaluation_reads_only_described_images_inside_the_folder(tmp_path
 def test_9_the_feature_cache_is_loaded_without_running_pickled_code(tmp_path):
     from types import SimpleNamespace
 
-    from cpe.io_utils import json_digest
     from cpe.metrics.evaluate import Evaluation
     from cpe.metrics.image_sets import load_images
+    from cpe.util.io import json_digest
 
     images_dir = tmp_path / "images"
     images_dir.mkdir()
@@ -627,7 +628,7 @@ def test_7_full_disk_while_training_is_one_line_and_leaves_no_partial_file(tiny_
 
 
 def test_6_a_setting_newer_than_a_folder_counts_as_its_default():
-    from cpe.gen_folder import describe_difference
+    from cpe.generation.folder import describe_difference
 
     folder = {"model": "m", "erasers": [], "image_settings": {"width": 8}}  # written before "pooled" existed
     same = {"model": "m", "erasers": [], "image_settings": {"width": 8, "pooled": "keep"}}

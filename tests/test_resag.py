@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cpe.resag import ResAG, ResAGSpec
+from cpe.core.resag import ResAG, ResAGSpec
 
 LAYERS = {"lora_unet_a_to_k": 5, "lora_unet_a_to_v": 5, "lora_unet_b_to_k": 7}
 
@@ -258,7 +258,7 @@ def test_merged_forward_gradient_equals_the_per_concept_loop():
 
 
 def test_merged_forward_of_the_released_files_equals_the_per_concept_loop(released_resag_dir):
-    from cpe.weights import load_erasers
+    from cpe.core.weights import load_erasers
 
     resag, _ = load_erasers([released_resag_dir / d for d in ("celeb", "artist", "explicit")], pad_ranks=True)
     x = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(10))

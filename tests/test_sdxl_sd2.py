@@ -16,17 +16,17 @@ from safetensors import safe_open
 from train_support import interrupted_in_stage_two, small_config
 
 from cpe import training
-from cpe.config import load_train_config
-from cpe.gen_config import GenerationConfig, load_gen_config
-from cpe.generation import GenerationPipeline, run_generation
-from cpe.manifest import read_manifest
-from cpe.model_zoo import build_tiny_pipeline, sd14_unet, sdxl_unet
-from cpe.models import TextSide, load_pipeline, load_unet
-from cpe.network import CPENetwork, spec_for_unet
-from cpe.pooled import neutral_prompt
-from cpe.prompt_csv import read_prompt_csv
-from cpe.resag import ResAG
-from cpe.weights import load_erasers, read_gate_file, save_gate_file
+from cpe.core.network import CPENetwork, spec_for_unet
+from cpe.core.resag import ResAG
+from cpe.core.weights import load_erasers, read_gate_file, save_gate_file
+from cpe.generation.config import GenerationConfig, load_gen_config
+from cpe.generation.manifest import read_manifest
+from cpe.generation.pooled import neutral_prompt
+from cpe.generation.prompt_csv import read_prompt_csv
+from cpe.generation.run import GenerationPipeline, run_generation
+from cpe.models.loading import TextSide, load_pipeline, load_unet
+from cpe.models.zoo import build_tiny_pipeline, sd14_unet, sdxl_unet
+from cpe.training.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = REPO / "tests" / "fixtures" / "gen_prompts.csv"  # 6 rows; row 3 has an empty prompt

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from train_support import small_config
 
 import train_cpe
-from cpe.weights import read_gate_file
+from cpe.core.weights import read_gate_file
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--set", "train.iterations=1", "--set", "train.num_stages=2", "--set", "train.factor_init_iter=1",

@@ -9,12 +9,12 @@ import torch
 from train_support import interrupted_in_stage_two, small_config
 
 from cpe import training
-from cpe.config import load_train_config
-from cpe.model_zoo import build_tiny_pipeline
-from cpe.models import load_cross_attention_weights, load_unet
-from cpe.network import cross_attention_projections
-from cpe.prompts import erase_pairs, load_concepts
-from cpe.weights import load_erasers, read_gate_file
+from cpe.core.network import cross_attention_projections
+from cpe.core.weights import load_erasers, read_gate_file
+from cpe.models.loading import load_cross_attention_weights, load_unet
+from cpe.models.zoo import build_tiny_pipeline
+from cpe.training.config import load_train_config
+from cpe.training.prompts import erase_pairs, load_concepts
 
 # Two stages with an adversarial phase, a few steps each: enough to exercise every code path.
 SHORT = {"train": {"num_stages": 2, "iterations": 3, "factor_init_iter": 2}, "adversarial": {"iterations": 2}}

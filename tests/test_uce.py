@@ -1,4 +1,5 @@
-"""UCE baseline (cpe.uce): the closed form, edit positions, training on the toy model, files, applying, generation."""
+"""UCE baseline (cpe.baselines.uce): the closed form, edit positions, training on the toy model, files, applying,
+generation."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpe.config import load_train_config
-from cpe.toy import TOY_MODEL_DIR
-from cpe.uce import (
+from cpe.baselines.uce import (
     UCEFileError,
     UCESettings,
     _aligned_positions,
@@ -20,6 +19,8 @@ from cpe.uce import (
     save_uce,
     train_uce,
 )
+from cpe.toy import TOY_MODEL_DIR
+from cpe.training.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,8 +58,8 @@ def circle_edit():
 
 
 def test_uce_on_the_toy_maps_the_concept_to_its_neutral_and_keeps_the_rest(circle_edit):
-    from cpe.models import TextSide, load_cross_attention_weights
-    from cpe.uce import preserve_contexts
+    from cpe.baselines.uce import preserve_contexts
+    from cpe.models.loading import TextSide, load_cross_attention_weights
 
     cfg, edit = circle_edit
     assert edit.concepts == ["circle"] and edit.neutrals == ["shape"] and edit.info["erase_prompts"] == 8
@@ -78,8 +79,8 @@ def test_uce_on_the_toy_maps_the_concept_to_its_neutral_and_keeps_the_rest(circl
 
 
 def test_uce_file_round_trip_refuses_overwrite_and_applies_exactly(circle_edit, tmp_path):
-    from cpe.models import load_unet
-    from cpe.network import cross_attention_projections
+    from cpe.core.network import cross_attention_projections
+    from cpe.models.loading import load_unet
 
     _, edit = circle_edit
     path = save_uce(edit, tmp_path / "uce" / "circle" / "uce.safetensors")
@@ -102,9 +103,9 @@ def test_uce_file_round_trip_refuses_overwrite_and_applies_exactly(circle_edit, 
 
 
 def test_generation_applies_uce_and_records_it(circle_edit, tmp_path):
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import run_generation
-    from cpe.manifest import read_manifest
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.manifest import read_manifest
+    from cpe.generation.run import run_generation
     from cpe.toy.prompt_sets import write_prompt_sets
 
     _, edit = circle_edit
@@ -120,7 +121,7 @@ def test_generation_applies_uce_and_records_it(circle_edit, tmp_path):
 
 
 def test_bad_uce_inputs_are_one_line_errors(circle_edit, tmp_path, tiny_pipeline_dir):
-    from cpe.models import load_unet
+    from cpe.models.loading import load_unet
 
     _, edit = circle_edit
     path = save_uce(edit, tmp_path / "uce.safetensors")

@@ -7,10 +7,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cpe.model_zoo import sd14_unet, tiny_unet
-from cpe.network import CPENetwork, spec_for_unet
-from cpe.resag import ResAG
-from cpe.weights import GateFileError, export_released, load_erasers, read_gate_file, save_gate_file
+from cpe.core.network import CPENetwork, spec_for_unet
+from cpe.core.resag import ResAG
+from cpe.core.weights import GateFileError, export_released, load_erasers, read_gate_file, save_gate_file
+from cpe.models.zoo import sd14_unet, tiny_unet
 
 DOMAINS = {"celeb": (5, 16, 1), "artist": (5, 16, 1), "explicit": (4, 64, 4)}
 

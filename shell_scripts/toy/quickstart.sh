@@ -13,7 +13,7 @@ export TARGETS=$TARGET THREADS=${THREADS:-2}
 
 index=$(python - "$KIND" "$TARGET" <<'PY'
 import sys
-from cpe.prompts import load_concepts
+from cpe.training.prompts import load_concepts
 concepts = [c.target for c in load_concepts(f"configs/toy/concepts_{sys.argv[1]}.yaml", "", 0.0)]
 if sys.argv[2] not in concepts:
     sys.exit(f"error: {sys.argv[2]!r} is not in configs/toy/concepts_{sys.argv[1]}.yaml: {concepts}")

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cpe.io_utils import atomic_write_jsonl
-from cpe.manifest import MANIFEST_NAME
+from cpe.generation.manifest import MANIFEST_NAME
+from cpe.util.io import atomic_write_jsonl
 
 
 def make_generation(folder: Path, prompts: Sequence[str], seed: int = 0, size: int = 24, shift: float = 0.0) -> Path:
@@ -44,7 +44,7 @@ def tiny_clip(folder: Path) -> Path:
     """A small random CLIPModel + CLIPProcessor (real BPE tokenizer) saved like a hub model."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from cpe.models import clip_tokenizer_from_assets
+    from cpe.models.loading import clip_tokenizer_from_assets
 
     layers = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
     config = CLIPConfig(

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from cpe.models import load_pipeline
+from cpe.models.loading import load_pipeline
 from cpe.toy.build import INFO_FILE, PIPELINE_DIR, STATE_DIR
 from cpe.toy.gallery.build import GalleryBuildConfig, build
 from cpe.toy.quality import sample_images

@@ -14,13 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpe.config import ConfigError, load_train_config
-from cpe.gen_config import load_gen_config
-from cpe.io_utils import atomic_write_jsonl
-from cpe.manifest import MANIFEST_NAME
+from cpe.generation.config import load_gen_config
+from cpe.generation.manifest import MANIFEST_NAME
+from cpe.generation.prompt_csv import read_prompt_csv
 from cpe.metrics.domains import DOMAINS
-from cpe.prompt_csv import read_prompt_csv
-from cpe.prompts import load_concepts, read_csv_column
 from cpe.toy.gallery import GALLERY_MODEL_DIR, domain_files
 from cpe.toy.gallery.captions import ERASE_WORDS, GENERIC_PERSON, OTHER_TRIGGERS, words
 from cpe.toy.gallery.identities import identities
@@ -28,6 +25,10 @@ from cpe.toy.gallery.objects import OBJECTS
 from cpe.toy.gallery.prompts import coco_prompts, generic_person_prompts, i2p_prompts, identity_prompts, style_prompts
 from cpe.toy.gallery.scene import Scene, render
 from cpe.toy.gallery.styles import PLAIN, artists
+from cpe.training.config import load_train_config
+from cpe.training.prompts import load_concepts, read_csv_column
+from cpe.util.config import ConfigError
+from cpe.util.io import atomic_write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES, ARTISTS = list(identities()), list(artists())
@@ -313,7 +314,7 @@ def _toy_scale():
 def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone():
     import torch
 
-    from cpe.anchors import most_similar
+    from cpe.training.anchors import most_similar
 
     toy_scale = _toy_scale()
     everyone = NAMES + ARTISTS
@@ -322,7 +323,7 @@ def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone():
         cfg = _cfg(domain, toy_scale.pool_overrides(domain, "world"))
         names = read_csv_column(cfg.path(cfg.anchors.candidates), "key")
         assert names == everyone and cfg.anchors.top_k == len(everyone) - 1
-        # the trainer's selection (cpe.anchors.most_similar) then anchors every name but the target's own
+        # the trainer's selection (cpe.training.anchors.most_similar) then anchors every name but the target's own
         chosen = most_similar(torch.randn(4), torch.randn(len(names), 4), names, target, cfg.anchors.top_k)
         assert sorted(chosen) == sorted(n for n in everyone if n != target)
         # the other settings stay the domain's: only the pool differs from the default config
@@ -335,7 +336,7 @@ def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone():
 
 @pytest.mark.slow
 def test_scale_benchmark_smoke_run_on_a_tiny_pipeline(tmp_path):
-    from cpe.model_zoo import build_tiny_pipeline
+    from cpe.models.zoo import build_tiny_pipeline
 
     toy_scale = _toy_scale()
     model = build_tiny_pipeline(tmp_path / "tiny", max_length=32)

@@ -2,7 +2,7 @@
 
 Per domain, ONE eraser (the domain's first concept) is trained through ``cpe.training.train`` with the domain's
 ``configs/toy_<domain>/train.yaml`` (its paper-derived settings; the only overrides shorten the schedule, see
-``SHORT``), images are generated through ``generate_subsets`` (``cpe.generation.run_generation``) with the domain's
+``SHORT``), images are generated through ``generate_subsets`` (``cpe.generation.run.run_generation``) with the domain's
 gen configs, fixed seeds, with and without the eraser, and read by the gallery's rule readers
 (``cpe.metrics.gallery``). Asserted, on the same prompts and seeds before and after:
 
@@ -95,9 +95,9 @@ def _concept(domain: str) -> str:
 
 # -- training and generation through the normal code paths -------------------------------------------------------------
 def _train(domain: str, root: Path) -> Path:
-    from cpe.config import load_train_config
-    from cpe.prompts import load_concepts
     from cpe.training import ConceptPaths, train
+    from cpe.training.config import load_train_config
+    from cpe.training.prompts import load_concepts
 
     cfg = load_train_config(REPO / "configs" / f"toy_{domain}" / "train.yaml",
                             [f"save.root={root}", f"model.path={MODEL}", *SHORT[domain]])
@@ -110,10 +110,10 @@ def _train(domain: str, root: Path) -> Path:
 def _generate(work: Path, experiment: str, domains: tuple[str, ...], erasers: list[Path]) -> dict:
     """Every prompt set of ``domains`` drawn with ``erasers`` (none: the original model) in one generation call (the
     model loads once), with the first domain's gen config; the readers' readings per domain and set."""
-    from cpe.io_utils import atomic_write_csv
     from cpe.metrics.gallery import read_folder
     from cpe.toy.experiments import generate_subsets
     from cpe.toy.gallery.prompts import COLUMNS
+    from cpe.util.io import atomic_write_csv
 
     sets = {(domain, name): rows for domain in domains for name, rows in SETS[domain]().items()}
     rows = [row for part in sets.values() for row in part]

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cpe.models import clip_tokenizer_from_assets
+from cpe.models.loading import clip_tokenizer_from_assets
 from cpe.toy.gallery.captions import ERASE_WORDS, OTHER_TRIGGERS, TRIGGER_WORDS, sample_caption, words
 from cpe.toy.gallery.identities import N_IDENTITIES, NAME_SEED, Features, all_features, identities
 from cpe.toy.gallery.marks import MAX_MARKS, count_marks

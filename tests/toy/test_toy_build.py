@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpe.models import load_pipeline
+from cpe.models.loading import load_pipeline
 from cpe.toy.build import INFO_FILE, PIPELINE_DIR, STATE_DIR, BuildConfig, build, main
 from cpe.toy.classify import CLASSIFIER_FILE, load_shape_classifier
 from cpe.toy.quality import sample_images
@@ -75,7 +75,7 @@ def test_denoiser_training_resumed_from_its_checkpoint_gives_identical_weights(t
 def test_sdxl_kind_builds_an_sdxl_pipeline_reusing_the_toy_vae_and_classifier(tmp_path):
     from safetensors.torch import load_file
 
-    from cpe.models import TextSide
+    from cpe.models.loading import TextSide
     from cpe.toy import TOY_ASSETS, TOY_MODEL_DIR
 
     cfg = BuildConfig.for_kind("sdxl", reuse_from=str(TOY_ASSETS), unet_steps=1, dataset_size=8, batch_size=4)

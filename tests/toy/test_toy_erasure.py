@@ -31,8 +31,8 @@ def work(tmp_path_factory):
 
 
 def _train(work: Path, kind: str) -> Path:
-    from cpe.config import load_train_config
     from cpe.training import train
+    from cpe.training.config import load_train_config
 
     cfg = load_train_config(REPO / "configs" / "toy" / f"train_{kind}.yaml",
                             [f"save.root={work / 'erasers'}", f"model.path={TOY_MODEL_DIR}"])

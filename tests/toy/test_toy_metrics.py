@@ -5,11 +5,11 @@ import pytest
 from PIL import Image
 from toy_shapes import pinched_square
 
-from cpe.io_utils import atomic_write_jsonl
-from cpe.manifest import MANIFEST_NAME
+from cpe.generation.manifest import MANIFEST_NAME
 from cpe.toy import TOY_CLASSIFIER_FILE
 from cpe.toy.prompt_sets import prompt_sets, write_prompt_sets
 from cpe.toy.world import draw
+from cpe.util.io import atomic_write_jsonl
 
 needs_classifier = pytest.mark.skipif(not TOY_CLASSIFIER_FILE.is_file(), reason="toy classifier weights not built")
 

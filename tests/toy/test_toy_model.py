@@ -9,7 +9,7 @@ pytestmark = pytest.mark.skipif(not (TOY_MODEL_DIR / "model_index.json").is_file
 
 @pytest.fixture(scope="module")
 def pipe():
-    from cpe.models import load_pipeline
+    from cpe.models.loading import load_pipeline
 
     return load_pipeline(str(TOY_MODEL_DIR))
 

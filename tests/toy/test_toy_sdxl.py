@@ -14,7 +14,7 @@ MAX_BYTES = 15 * 10**6
 
 @pytest.fixture(scope="module")
 def pipe():
-    from cpe.models import load_pipeline
+    from cpe.models.loading import load_pipeline
 
     return load_pipeline(str(TOY_SDXL_MODEL_DIR))
 
@@ -31,7 +31,7 @@ def test_shipped_sdxl_toy_is_an_sdxl_pipeline_folder_of_at_most_15_mb(pipe):
 
 
 def test_text_side_is_two_encoders_making_a_64_wide_context_and_a_pooled_embedding(pipe):
-    from cpe.models import TextSide
+    from cpe.models.loading import TextSide
 
     text = TextSide.load(str(TOY_SDXL_MODEL_DIR))
     assert text.kind == "sdxl" and [e.config.hidden_size for e in text.encoders] == [32, 32]
@@ -43,9 +43,10 @@ def test_text_side_is_two_encoders_making_a_64_wide_context_and_a_pooled_embeddi
 
 
 def test_the_builders_encoding_is_what_the_pipeline_feeds_the_unet(pipe):
-    """The builder trained through ``unet_conditioning`` (cpe.models.TextSide with gradients); the pipeline must feed
+    """The builder trained through ``unet_conditioning`` (cpe.models.loading.TextSide with gradients); the pipeline
+    must feed
     its UNet exactly that, for the prompts and for the negative side (the encoded "")."""
-    from cpe.models import TextSide
+    from cpe.models.loading import TextSide
     from cpe.toy.build import unet_conditioning
 
     seen = []
@@ -97,9 +98,9 @@ def test_an_eraser_trained_by_the_training_code_on_the_sdxl_toy_erases_red(tmp_p
     original draws red on 20 of 20 seeds, the eraser on 1 of 20 (measured); 150 steps at 6e-3 left all 20 red."""
     import numpy as np
 
-    from cpe.gen_config import GenerationConfig
-    from cpe.generation import GenerationPipeline
-    from cpe.prompt_csv import PromptRow
+    from cpe.generation.config import GenerationConfig
+    from cpe.generation.prompt_csv import PromptRow
+    from cpe.generation.run import GenerationPipeline
     from cpe.toy.classify import classify_colour, match_rate
     from cpe.toy.experiments import train_eraser
 
@@ -152,10 +153,10 @@ def _generate(tmp_path, model, eraser, *flags) -> tuple[int, list[str]]:
 @pytest.fixture(scope="module")
 def sd_toy_eraser(tmp_path_factory):
     """A gate file for the SD toy (its UNet's layers, recorded base model: the SD toy as the toy config names it)."""
-    from cpe.models import load_unet
-    from cpe.network import spec_for_unet
-    from cpe.resag import ResAG
-    from cpe.weights import save_gate_file
+    from cpe.core.network import spec_for_unet
+    from cpe.core.resag import ResAG
+    from cpe.core.weights import save_gate_file
+    from cpe.models.loading import load_unet
 
     folder = tmp_path_factory.mktemp("sd_toy_eraser") / "exp" / "red"
     resag = ResAG(spec_for_unet(load_unet(str(TOY_MODEL_DIR))))
@@ -164,7 +165,7 @@ def sd_toy_eraser(tmp_path_factory):
 
 
 def test_erasers_of_the_sd_toy_on_the_sdxl_toy_warn_naming_both_and_the_manifest_records_it(sd_toy_eraser, tmp_path):
-    from cpe.manifest import read_manifest
+    from cpe.generation.manifest import read_manifest
 
     code, lines = _generate(tmp_path, TOY_SDXL_MODEL_DIR, sd_toy_eraser)
     assert code == 0 and len(lines) == 1, lines
@@ -189,7 +190,7 @@ def test_erasers_on_their_own_base_model_load_silently_however_the_path_is_writt
 
 
 def test_released_files_without_a_base_model_get_a_note_that_it_is_unknown(sd_toy_eraser, tmp_path):
-    from cpe.weights import export_released
+    from cpe.core.weights import export_released
 
     released = export_released(sd_toy_eraser, tmp_path / "released" / "red" / "red_last.safetensors")
     code, lines = _generate(tmp_path, TOY_MODEL_DIR, released)

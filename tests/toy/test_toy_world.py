@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cpe.models import clip_tokenizer_from_assets
+from cpe.models.loading import clip_tokenizer_from_assets
 from cpe.toy.world import (
     CAPTION_KINDS,
     COLOURS,

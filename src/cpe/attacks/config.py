@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpe.config import ConfigError, Section, load_config_file, resolve_path
+from cpe.util.config import ConfigError, Section, load_config_file, resolve_path
 
 ATTACKS = ("soft", "discrete", "ringabell")
 
@@ -105,7 +105,7 @@ def _check(cfg: AttackConfig, where: str) -> None:
 
 def load_attack_config(path: str | Path, overrides: list[str] | None = None) -> AttackConfig:
     """Read an attack YAML, apply ``key.path=value`` overrides, validate everything (types and choices by
-    ``cpe.config.Section``, as every config of the project; the rules across keys by ``_check``)."""
+    ``cpe.util.config.Section``, as every config of the project; the rules across keys by ``_check``)."""
     cfg = load_config_file(AttackConfig, path, overrides)
     _check(cfg, str(path))
     return cfg

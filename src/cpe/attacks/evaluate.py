@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from cpe.attacks.runner import EMBEDDINGS, MANIFEST
-from cpe.io_utils import error_line
-from cpe.prompt_csv import PromptRow, read_prompt_csv
+from cpe.generation.prompt_csv import PromptRow, read_prompt_csv
+from cpe.util.io import error_line
 
 
 def attacked_rows(attack_dir: Path, manifest: dict) -> tuple[list[PromptRow], torch.Tensor | None]:
@@ -38,8 +38,8 @@ def evaluate_attack(attack_dir: str | Path, model: str, erasers=(), uce: str | N
                     device: str | None = None) -> dict:
     from cpe.attacks.judge import toy_hits
     from cpe.attacks.victim import Victim
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import GenerationPipeline
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import GenerationPipeline
     from cpe.toy import TOY_CLASSIFIER_FILE
     from cpe.toy.classify import load_shape_classifier
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = json.dumps(result)
     if args.json:
-        from cpe.io_utils import atomic_write_text
+        from cpe.util.io import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     print(text)

@@ -30,9 +30,9 @@ from cpe.attacks.ringabell import concept_vector, ringabell_prompt
 from cpe.attacks.soft import soft_prompt
 from cpe.attacks.victim import TextSide, Victim
 from cpe.attacks.vocab import allowed_token_ids, check_round_trip, concept_token_ids, decode_words
-from cpe.io_utils import atomic_write, atomic_write_text
-from cpe.prompt_csv import GUIDANCE_COLUMN, PromptRow, read_prompt_csv
-from cpe.prompts import names_target, target_pattern
+from cpe.generation.prompt_csv import GUIDANCE_COLUMN, PromptRow, read_prompt_csv
+from cpe.training.prompts import names_target, target_pattern
+from cpe.util.io import atomic_write, atomic_write_text
 
 MANIFEST = "attack_manifest.json"
 EMBEDDINGS = "embeddings.safetensors"
@@ -203,10 +203,10 @@ def load_inputs(cfg: AttackConfig, model: str, erasers=(), uce: str | Path | Non
 
     The black-box attack loads only the tokenizer and the text encoder: erasers and UCE edits are not used.
     """
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import GenerationPipeline
-    from cpe.models import TextSide as PipelineText
-    from cpe.models import resolve_device
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import GenerationPipeline
+    from cpe.models.loading import TextSide as PipelineText
+    from cpe.models.loading import resolve_device
 
     config_dir = data_dir or (str(cfg.path(cfg.data_dir)) if cfg.data_dir else None)
     gen_cfg = load_gen_config(cfg.path(cfg.gen_config), {"data_dir": config_dir})

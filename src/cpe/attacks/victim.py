@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cpe.generation import GenerationPipeline, batches
-from cpe.prompt_csv import PromptRow
+from cpe.generation.prompt_csv import PromptRow
+from cpe.generation.run import GenerationPipeline, batches
 
 
 @contextmanager

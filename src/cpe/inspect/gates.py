@@ -1,6 +1,6 @@
 """Every eraser's own gate on every token of a prompt, from the text side alone (no UNet).
 
-The context is the one generation hands to the UNet (:class:`cpe.models.TextSide`); each eraser's gate comes
+The context is the one generation hands to the UNet (:class:`cpe.models.loading.TextSide`); each eraser's gate comes
 from the per-concept forward (``ResAG.gate(x, concept)``), so every eraser's value is visible, not only the
 winner's. The merged winner of a token is the eraser with the largest gate there (first on ties), exactly the
 choice of the merged forward that generation runs.
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cpe.models import TextSide
-from cpe.resag import ResAG
-from cpe.weights import GateFileInfo
+from cpe.core.resag import ResAG
+from cpe.core.weights import GateFileInfo
+from cpe.models.loading import TextSide
 
 BOS, EOS, PAD = "<BOS>", "<EOS>", "<pad>"
 

@@ -3,7 +3,8 @@ generating thousands of images.
 
 For eraser n and prompt p the statistic is the largest gate of n over the prompt's real positions (BOS, its
 tokens, EOS) and, apart, over its padding. Prompts are split into those that name n's concept (the whole-word
-rule of :func:`cpe.prompts.names_target`, on the concept string recorded in the gate file) and those that do not.
+rule of :func:`cpe.training.prompts.names_target`, on the concept string recorded in the gate file) and those that do
+not.
 Each of the four groups gets n, median, 95th and 99th percentile and max. Percentiles are numpy's default
 (``numpy.percentile``, linear): for n sorted values v_0 <= ... <= v_{n-1} the q-th percentile is
 v_i + f (v_{i+1} - v_i) with i + f = (n - 1) q / 100.
@@ -18,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from cpe.core.resag import ResAG
+from cpe.core.weights import GateFileInfo
 from cpe.inspect.gates import TokenGates, eraser_names, token_gates, token_labels
-from cpe.models import TextSide
-from cpe.prompts import names_target
-from cpe.resag import ResAG
-from cpe.weights import GateFileInfo
+from cpe.models.loading import TextSide
+from cpe.training.prompts import names_target
 
 PERCENTILES = {"median": 50.0, "p95": 95.0, "p99": 99.0}
 PERCENTILE_RULE = ("linear interpolation between the sorted values (numpy.percentile's default): "

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpe.core.weights import load_erasers
 from cpe.inspect.gates import eraser_names, format_gate_table, gate_table
 from cpe.inspect.heatmap import gate_heatmap
 from cpe.inspect.leakage import LeakageReport, leakage
-from cpe.io_utils import atomic_write, atomic_write_text, check_writable_folder, read_csv
-from cpe.models import TextSide, resolve_device
-from cpe.names import slug
-from cpe.weights import load_erasers
+from cpe.models.loading import TextSide, resolve_device
+from cpe.util.io import atomic_write, atomic_write_text, check_writable_folder, read_csv
+from cpe.util.names import slug
 
 TABLE_NAME, JSON_NAME, MARKDOWN_NAME = "gate_maps.txt", "leakage.json", "leakage.md"
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from cpe.io_utils import atomic_write_csv
 from cpe.metrics.base import Metric
 from cpe.metrics.image_sets import ImageSet
-from cpe.models import resolve_device
+from cpe.models.loading import resolve_device
+from cpe.util.io import atomic_write_csv
 
 if TYPE_CHECKING:
     from cpe.metrics.domains import Column

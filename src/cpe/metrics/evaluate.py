@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from cpe.io_utils import atomic_write, atomic_write_text, error_line, json_digest
 from cpe.metrics.base import Metric
 from cpe.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from cpe.metrics.domains import DOMAINS, Column, Domain
@@ -33,6 +32,7 @@ from cpe.metrics.gallery import GalleryPixels
 from cpe.metrics.image_sets import ImageSet, load_image_set, load_images
 from cpe.metrics.registry import METRICS
 from cpe.metrics.tables import render_markdown
+from cpe.util.io import atomic_write, atomic_write_text, error_line, json_digest
 
 
 class Evaluation:

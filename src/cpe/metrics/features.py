@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cpe.io_utils import file_sha256
-from cpe.models import resolve_device
+from cpe.models.loading import resolve_device
+from cpe.util.io import file_sha256
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"

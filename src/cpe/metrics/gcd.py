@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpe.io_utils import atomic_write_csv, read_csv
 from cpe.metrics.base import Metric
 from cpe.metrics.image_sets import ImageSet
+from cpe.util.io import atomic_write_csv, read_csv
 
 if TYPE_CHECKING:
     from cpe.metrics.domains import Column

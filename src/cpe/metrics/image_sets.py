@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpe.io_utils import json_digest
-from cpe.manifest import IMAGE_SUFFIXES, MANIFEST_NAME, check_manifest, image_files
+from cpe.generation.manifest import IMAGE_SUFFIXES, MANIFEST_NAME, check_manifest, image_files
+from cpe.util.io import json_digest
 
 SHOWN_NAMES = 5
 

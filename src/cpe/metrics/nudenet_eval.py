@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from cpe.io_utils import atomic_write_csv, file_sha256
 from cpe.metrics.base import MISSING, Metric
 from cpe.metrics.image_sets import ImageSet
+from cpe.util.io import atomic_write_csv, file_sha256
 
 if TYPE_CHECKING:
     from cpe.metrics.domains import Column

@@ -34,9 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cpe.grid import compare_grid
-from cpe.io_utils import atomic_write, atomic_write_text, error_line
-from cpe.manifest import check_manifest
+from cpe.generation.grid import compare_grid
+from cpe.generation.manifest import check_manifest
 from cpe.metrics.domains import harmonic_h
 from cpe.metrics.fid_kid import fid_from_features
 from cpe.toy.classify import (
@@ -51,6 +50,7 @@ from cpe.toy.classify import (
 from cpe.toy.geometry import read_descriptors, shape_descriptors
 from cpe.toy.prompt_sets import kind_of, prompt_text
 from cpe.toy.world import COLOURS, SHAPES
+from cpe.util.io import atomic_write, atomic_write_text, error_line
 
 MIN_IMAGES = 2
 PERMUTATIONS = 200  # shuffles for the chance level of FD_other

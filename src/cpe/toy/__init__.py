@@ -1,6 +1,6 @@
 """The embedded toy world: a small, really trained text-to-image model of coloured shapes, and its classifiers.
 
-``TOY_MODEL_DIR`` is a ``StableDiffusionPipeline`` folder (load it with ``cpe.models.load_pipeline``);
+``TOY_MODEL_DIR`` is a ``StableDiffusionPipeline`` folder (load it with ``cpe.models.loading.load_pipeline``);
 ``cpe.toy.classify`` scores its images: ``classify_colour`` (a rule) and ``classify_shape`` with the shape CNN of
 ``load_shape_classifier(TOY_CLASSIFIER_FILE)``.
 

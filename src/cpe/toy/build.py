@@ -12,7 +12,7 @@ scheduler; fp16 safetensors), ``DIR/shape_classifier.safetensors`` and ``DIR/bui
   The empty caption (10% of the training captions, for classifier-free guidance) is the encoded "", and the
   pipeline is saved with ``force_zeros_for_empty_prompt=False`` so its negative embedding is that same "".
 
-Both kinds encode captions with ``cpe.models.TextSide`` (the function training and generation use), with
+Both kinds encode captions with ``cpe.models.loading.TextSide`` (the function training and generation use), with
 gradients. ``--reuse-from`` takes the VAE and the shape classifier of an existing toy build instead of training
 them (the same image world and latent space; the SDXL toy reuses the shipped SD toy's). Training state is
 checkpointed in ``DIR/.build`` so an interrupted build resumes where it stopped (and gives the same weights); it is
@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cpe.io_utils import atomic_write, atomic_write_text
-from cpe.models import TextSide, clip_tokenizer_from_assets
+from cpe.models.loading import TextSide, clip_tokenizer_from_assets
 from cpe.toy import classify
 from cpe.toy.world import CAPTION_KINDS, COLOURS, SHAPES, caption, render_dataset, sample_caption
+from cpe.util.io import atomic_write, atomic_write_text
 
 PIPELINE_DIR = "pipeline"
 STATE_DIR = ".build"
@@ -322,7 +322,7 @@ def save_pipeline(folder: Path, vae, unet, text: TextSide, dtype: torch.dtype) -
     checker, or StableDiffusionXLPipeline whose negative embedding is the encoded "" (as trained)."""
     from diffusers import DPMSolverMultistepScheduler
 
-    from cpe.models import stable_diffusion_pipeline_class
+    from cpe.models.loading import stable_diffusion_pipeline_class
 
     scheduler = DPMSolverMultistepScheduler(**NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2,
                                             steps_offset=1)
@@ -353,7 +353,7 @@ def save_pipeline(folder: Path, vae, unet, text: TextSide, dtype: torch.dtype) -
 
 def _slim_tokenizer(folder: Path) -> None:
     """Keep the CLIP vocabulary as vocab.json + merges.txt (1.5 MB) instead of the 3.6 MB tokenizer.json."""
-    from cpe.models import CLIP_TOKENIZER_ASSETS
+    from cpe.models.loading import CLIP_TOKENIZER_ASSETS
 
     (folder / "tokenizer.json").unlink(missing_ok=True)
     for name in ("vocab.json", "merges.txt"):
@@ -362,7 +362,7 @@ def _slim_tokenizer(folder: Path) -> None:
 
 def build(out: str | Path, cfg: BuildConfig, overwrite: bool = False) -> Path:
     """Train everything and write the pipeline, classifier and build info to ``out``; returns the pipeline folder."""
-    from cpe.models import resolve_dtype
+    from cpe.models.loading import resolve_dtype
 
     check_config(cfg)
     out = Path(out)

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from cpe.io_utils import atomic_write
 from cpe.toy.world import COLOURS, SHAPES, render_dataset
+from cpe.util.io import atomic_write
 
 CLASSIFIER_FILE = "shape_classifier.safetensors"
 FOREGROUND = 0.15  # a pixel is foreground when its brightest channel exceeds this (images in [0, 1])

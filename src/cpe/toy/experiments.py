@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cpe.config import REPO_ROOT
+from cpe.util.config import REPO_ROOT
 
 
 def train_eraser(kind: str, index: int, root: Path, overrides: list[str], reuse: bool = False,
@@ -26,9 +26,9 @@ def train_concept(config: Path, index: int, root: Path, overrides: list[str], re
 
     Returns the config, the concept, its gate file and the training seconds (None: an existing eraser reused).
     """
-    from cpe.config import load_train_config
-    from cpe.prompts import load_concepts
     from cpe.training import ConceptPaths, train
+    from cpe.training.config import load_train_config
+    from cpe.training.prompts import load_concepts
 
     cfg = load_train_config(config, [f"save.root={root}", f"model.path={model}", *overrides])
     summary = train(cfg, index, index + 1, overwrite=not reuse)
@@ -47,8 +47,8 @@ def generate_subsets(
 
     Images and manifests go to ``work/images/<experiment>/<subset>``; returns those folders.
     """
-    from cpe.gen_config import load_gen_config
-    from cpe.generation import run_generation
+    from cpe.generation.config import load_gen_config
+    from cpe.generation.run import run_generation
     from cpe.toy import TOY_MODEL_DIR
 
     folders = []

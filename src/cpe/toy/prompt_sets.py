@@ -19,8 +19,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from cpe.io_utils import atomic_write_csv
 from cpe.toy.world import COLOURS, GENERIC_COLOUR, GENERIC_SHAPE, SHAPES
+from cpe.util.io import atomic_write_csv
 
 COLUMNS = ("prompt", "evaluation_seed", "colour", "shape")
 PER_TARGET = 100

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpe.io_utils import atomic_write_text
 from cpe.toy.classify import ShapeCNN, classify_colour, classify_shape, match_rate
 from cpe.toy.world import COLOURS, GENERIC_COLOUR, GENERIC_SHAPE, SHAPES
+from cpe.util.io import atomic_write_text
 
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 5.0
@@ -67,7 +67,7 @@ def evaluate_pipeline(pipe, shape_model: ShapeCNN, per_pair: int = 10, steps: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cpe.models import load_pipeline
+    from cpe.models.loading import load_pipeline
     from cpe.toy import TOY_CLASSIFIER_FILE, TOY_MODEL_DIR
     from cpe.toy.classify import load_shape_classifier
 

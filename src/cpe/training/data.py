@@ -10,13 +10,14 @@ import torch
 import transformers
 from torch import Tensor
 
-from cpe.anchors import EmbeddingStore, most_similar, templated_pool
-from cpe.config import TrainConfig
-from cpe.embedding_cache import EmbeddingCache, encode_all
-from cpe.losses import KVLoss, lipschitz_weights
-from cpe.models import TextSide, component_files, load_cross_attention_weights, resolve_dtype
-from cpe.network import layer_name
-from cpe.prompts import (
+from cpe.core.network import layer_name
+from cpe.core.resag import ResAGSpec
+from cpe.models.loading import TextSide, component_files, load_cross_attention_weights, resolve_dtype
+from cpe.training.anchors import EmbeddingStore, most_similar, templated_pool
+from cpe.training.config import TrainConfig
+from cpe.training.embedding_cache import EmbeddingCache, encode_all
+from cpe.training.losses import KVLoss, lipschitz_weights
+from cpe.training.prompts import (
     Concept,
     context_templates,
     erase_pairs,
@@ -27,7 +28,6 @@ from cpe.prompts import (
     read_csv_column,
     unique,
 )
-from cpe.resag import ResAGSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def encoder_identity(cfg: TrainConfig, device: torch.device) -> dict:
         "device": device.type,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "output": "the UNet's context as the pipeline's encode_prompt makes it (cpe.models.TextSide)",
+        "output": "the UNet's context as the pipeline's encode_prompt makes it (cpe.models.loading.TextSide)",
     }
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from cpe.config import TrainConfig
-from cpe.io_utils import atomic_write, atomic_write_text, json_digest
-from cpe.prompts import Concept
+from cpe.training.config import TrainConfig
+from cpe.training.prompts import Concept
+from cpe.util.io import atomic_write, atomic_write_text, json_digest
 
 CHECKPOINT = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"

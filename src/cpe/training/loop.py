@@ -12,16 +12,16 @@ from diffusers.optimization import get_scheduler
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cpe.adversarial import new_bank, save_bank
-from cpe.anchors import EmbeddingStore, sample_anchors
-from cpe.config import TrainConfig
-from cpe.losses import EraseBatch, FrozenBank, attack_loss, erase_losses
-from cpe.models import model_record
-from cpe.prompts import Concept
-from cpe.resag import ResAG
+from cpe.core.resag import ResAG
+from cpe.core.weights import save_gate_file
+from cpe.models.loading import model_record
+from cpe.training.adversarial import new_bank, save_bank
+from cpe.training.anchors import EmbeddingStore, sample_anchors
+from cpe.training.config import TrainConfig
 from cpe.training.data import ConceptData, FrozenModel, PromptSide
 from cpe.training.files import ConceptPaths, TrainingError, fingerprint, settings, trim_log, write_checkpoint
-from cpe.weights import save_gate_file
+from cpe.training.losses import EraseBatch, FrozenBank, attack_loss, erase_losses
+from cpe.training.prompts import Concept
 
 
 def make_optimizer(params: list[Tensor], kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cpe.config import TrainConfig
-from cpe.io_utils import FolderLock, check_writable_folder, remove_stale_temp_files
-from cpe.models import check_model_source, resolve_device
-from cpe.prompts import Concept, load_concepts
+from cpe.core.weights import read_gate_file, stored_gate
+from cpe.models.loading import check_model_source, resolve_device
+from cpe.training.config import TrainConfig
 from cpe.training.data import PromptSide, encode_prompt_side, load_frozen, prepare_batch, read_prompt_lists
 from cpe.training.files import (
     ConceptPaths,
@@ -29,7 +28,8 @@ from cpe.training.files import (
     staging,
 )
 from cpe.training.loop import BatchTrainer, erase_phase
-from cpe.weights import read_gate_file, stored_gate
+from cpe.training.prompts import Concept, load_concepts
+from cpe.util.io import FolderLock, check_writable_folder, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpe.io_utils import atomic_write_text
 from cpe.toy import build as toy_build
 from cpe.toy.gallery import captions, scene
 from cpe.toy.gallery.captions import sample_caption
 from cpe.toy.gallery.evaluate import score_renders
 from cpe.toy.gallery.identities import N_IDENTITIES
 from cpe.toy.gallery.scene import render_dataset
+from cpe.util.io import atomic_write_text
 
 
 def world_signature() -> str:
@@ -60,7 +60,7 @@ class GalleryBuildConfig(toy_build.BuildConfig):
 
 def build(out: str | Path, cfg: GalleryBuildConfig, overwrite: bool = False) -> Path:
     """Train and write ``out/pipeline`` and ``out/build_info.json``; returns the pipeline folder."""
-    from cpe.models import resolve_dtype
+    from cpe.models.loading import resolve_dtype
 
     out = Path(out)
     pipeline_dir = out / toy_build.PIPELINE_DIR

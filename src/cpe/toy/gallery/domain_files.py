@@ -25,7 +25,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cpe.io_utils import atomic_write_text, csv_text
 from cpe.toy.gallery import compose
 from cpe.toy.gallery.captions import (
     CONTENT_FREE_ARTIST_TEMPLATES,
@@ -49,6 +48,7 @@ from cpe.toy.gallery.prompts import (
     style_prompts,
 )
 from cpe.toy.gallery.styles import PLAIN, artists
+from cpe.util.io import atomic_write_text, csv_text
 
 DOMAINS = ("celebs", "artists", "explicit")
 CONFIG_DIRS = {d: f"configs/toy_{d}" for d in DOMAINS}

@@ -58,7 +58,7 @@ def all_features() -> list[Features]:
 def identities() -> dict[str, Features]:
     """Name -> features of the ``N_IDENTITIES`` named identities (names from ``cpe.toy.gallery.names``, seed
     ``NAME_SEED``; features a seeded choice of the triples with hair, not sorted by colour)."""
-    from cpe.models import clip_tokenizer_from_assets
+    from cpe.models.loading import clip_tokenizer_from_assets
     from cpe.toy.gallery.names import invent_names
 
     features = [f for f in all_features() if f.hair is not None]

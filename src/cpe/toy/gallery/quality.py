@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpe.io_utils import atomic_write_text
 from cpe.toy.classify import match_rate
 from cpe.toy.gallery.captions import TRIGGER_WORDS
 from cpe.toy.gallery.marks import count_marks
 from cpe.toy.gallery.prompts import coco_prompts, generic_person_prompts, i2p_prompts, identity_prompts, style_prompts
 from cpe.toy.gallery.read import read_identity, read_style
 from cpe.toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS, sample_images
+from cpe.util.io import atomic_write_text
 
 # Issue 10's bars for a gallery model to ship: report key -> (">=" or "<=", bound).
 QUALITY_BARS = {"identity_accuracy": (">=", 0.90), "style_accuracy": (">=", 0.85),
@@ -95,7 +95,7 @@ def evaluate_pipeline(pipe, seeds_per_identity: int = 2, per_artist: int = 4, n_
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cpe.models import load_pipeline
+    from cpe.models.loading import load_pipeline
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="gallery pipeline folder")

@@ -52,7 +52,7 @@ def all_styles() -> list[Style]:
 @functools.lru_cache(maxsize=1)
 def artists() -> dict[str, Style]:
     """Artist name -> style for the 32 styles (names disjoint from and no prefix of any identity name)."""
-    from cpe.models import clip_tokenizer_from_assets
+    from cpe.models.loading import clip_tokenizer_from_assets
     from cpe.toy.gallery.identities import identities
     from cpe.toy.gallery.names import invent_names
 

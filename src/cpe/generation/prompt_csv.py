@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpe.io_utils import read_csv
+from cpe.util.io import read_csv
 
 REQUIRED_COLUMNS = ("prompt", "evaluation_seed")
 GUIDANCE_COLUMN = "evaluation_guidance"

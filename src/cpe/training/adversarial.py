@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from cpe.io_utils import atomic_write
+from cpe.util.io import atomic_write
 
 
 def new_bank(generators: Sequence[torch.Generator], size: int, tokens: int, dim: int) -> Tensor:

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from transformers import CLIPTokenizer
 
-from cpe.config import REPO_ROOT, DTypeName
+from cpe.util.config import REPO_ROOT, DTypeName
 
-CLIP_TOKENIZER_ASSETS = Path(__file__).parent / "assets" / "clip_tokenizer"
+CLIP_TOKENIZER_ASSETS = Path(__file__).resolve().parents[1] / "assets" / "clip_tokenizer"
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 
 
@@ -120,7 +120,7 @@ _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """A torch dtype from one of the config's dtype names (``cpe.config.DTypeName``)."""
+    """A torch dtype from one of the config's dtype names (``cpe.util.config.DTypeName``)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     names = typing.get_args(DTypeName)
@@ -375,14 +375,14 @@ def load_cross_attention_weights(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Only the cross-attention weights of the UNet, without loading it: module path -> to_q/to_k/to_v/to_out.
 
-    The UNet's architecture is built on the meta device (no memory, no weights) so that ``cpe.network`` finds its
+    The UNet's architecture is built on the meta device (no memory, no weights) so that ``cpe.core.network`` finds its
     cross-attention modules as it does when attaching; then just their tensors are read from the UNet's
     safetensors file(s) (sharded or not, fp32 or fp16 variant).
     """
     from diffusers import UNet2DConditionModel
     from safetensors import safe_open
 
-    from cpe.network import cross_attention_modules
+    from cpe.core.network import cross_attention_modules
 
     check_model_source(model)
     with torch.device("meta"):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpe.names import printable, utf8_prefix
+from cpe.util.names import printable, utf8_prefix
 
 TEMP_SUFFIX = ".cpe-tmp"
 STALE_AFTER_S = 3600.0  # a temporary file this old is stale even when its writer cannot be checked

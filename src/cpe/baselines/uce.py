@@ -32,8 +32,8 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from cpe.io_utils import atomic_write
-from cpe.network import cross_attention_projections
+from cpe.core.network import cross_attention_projections
+from cpe.util.io import atomic_write
 
 FORMAT_NAME = "cpe-uce"
 FORMAT_VERSION = "1"
@@ -102,7 +102,8 @@ def _aligned_positions(old_ids: list[int], new_ids: list[int], length: int) -> l
 
 @torch.no_grad()
 def edit_contexts(text, pairs: Sequence[tuple[str, str]]) -> tuple[Tensor, Tensor]:
-    """The UNet's context (``cpe.models.TextSide``) at the edited positions: of the concept prompts (n, D) and of
+    """The UNet's context (``cpe.models.loading.TextSide``) at the edited positions: of the concept prompts (n, D)
+    and of
     the neutral ones (n, D)."""
     tokenizer = text.tokenizer
     old = text.encode([o for o, _ in pairs])
@@ -121,7 +122,7 @@ def edit_contexts(text, pairs: Sequence[tuple[str, str]]) -> tuple[Tensor, Tenso
 
 @torch.no_grad()
 def preserve_contexts(text, prompts: Sequence[str]) -> Tensor:
-    """Every token's context (``cpe.models.TextSide``) of the prompts to preserve (n * T, D)."""
+    """Every token's context (``cpe.models.loading.TextSide``) of the prompts to preserve (n * T, D)."""
     if not prompts:
         return torch.zeros(0, text.width)
     out = [text.encode(list(prompts[i : i + 64])) for i in range(0, len(prompts), 64)]
@@ -146,16 +147,17 @@ def compute_deltas(projections: dict[str, Tensor], erase_old: Tensor, erase_new:
 
 def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings | None = None,
               device: str | torch.device = "cpu") -> UCEEdit:
-    """Erase concepts ``[start, end)`` of a CPE training config (``cpe.config.TrainConfig``) jointly, in closed form.
+    """Erase concepts ``[start, end)`` of a CPE training config (``cpe.training.config.TrainConfig``) jointly, in
+    closed form.
 
     Erase pairs: every template with the concept / its neutral (as CPE's erase pairs); preserved: every
     template with each general word and each candidate that is not erased (CPE's anchors, all of them).
     """
-    from cpe.anchors import templated_pool
-    from cpe.models import TextSide, load_cross_attention_weights, model_record
-    from cpe.network import layer_name
-    from cpe.prompts import erase_pairs, load_concepts, unique
+    from cpe.core.network import layer_name
+    from cpe.models.loading import TextSide, load_cross_attention_weights, model_record
     from cpe.training import concept_range, read_prompt_lists
+    from cpe.training.anchors import templated_pool
+    from cpe.training.prompts import erase_pairs, load_concepts, unique
 
     started = time.perf_counter()
     settings = settings or UCESettings()
@@ -201,7 +203,7 @@ def save_uce(edit: UCEEdit, path: str | Path, overwrite: bool = False) -> Path:
 
 
 def read_uce(path: str | Path) -> UCEEdit:
-    from cpe.io_utils import file_sha256, read_safetensors
+    from cpe.util.io import file_sha256, read_safetensors
 
     path = Path(path)
     tensors, meta = read_safetensors(path, UCEFileError, "UCE file")

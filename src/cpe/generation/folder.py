@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from cpe.gen_config import GenerationConfig
-from cpe.io_utils import atomic_write_text
+from cpe.generation.config import GenerationConfig
+from cpe.util.io import atomic_write_text
 
 SETTINGS_NAME = "generation_settings.json"
 IMAGE_NAME = re.compile(r"^\d+_.+_-?\d+_\d+\.png$")  # <row>_<slug>_<seed>_<i>.png

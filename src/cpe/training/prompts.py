@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cpe.io_utils import read_csv
-from cpe.names import folder_name
+from cpe.util.io import read_csv
+from cpe.util.names import folder_name
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class Concept:
 
     @property
     def folder(self) -> str:
-        """Output folder name: lower-case target, spaces -> underscores, non-ASCII kept (``cpe.names.folder_name``)."""
+        """Output folder name: lower-case target, spaces -> underscores, non-ASCII kept
+        (``cpe.util.names.folder_name``)."""
         return folder_name(self.target)
 
 

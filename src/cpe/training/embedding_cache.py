@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cpe.io_utils import atomic_write, atomic_write_text, json_digest
+from cpe.util.io import atomic_write, atomic_write_text, json_digest
 
 log = logging.getLogger(__name__)
 

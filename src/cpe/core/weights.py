@@ -2,7 +2,7 @@
 
 Our format (``format = cpe-resag``): tensors ``gate.w_query``, ``gate.w_key``, ``gate.vector`` and, per
 layer, ``<layer>.down`` / ``<layer>.up``, each with a concept axis of size 1; metadata holds the
-concept, its neutral, the base model and its architecture (``cpe.network.architecture``), r, k, α, the
+concept, its neutral, the base model and its architecture (``cpe.core.network.architecture``), r, k, α, the
 gate's key mode, the residual family (``gate``: ``attention`` or ``none``; a file without the key, written
 before the key existed, is ``attention``),
 the format version and the training config as JSON. Files of gate ``none`` keep the (unused, untrained)
@@ -28,10 +28,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from cpe.io_utils import atomic_write, file_sha256, read_safetensors
-from cpe.names import printable
-from cpe.network import architecture
-from cpe.resag import GATES, ResAG, ResAGSpec
+from cpe.core.network import architecture
+from cpe.core.resag import GATES, ResAG, ResAGSpec
+from cpe.util.io import atomic_write, file_sha256, read_safetensors
+from cpe.util.names import printable
 
 FORMAT_NAME = "cpe-resag"
 FORMAT_VERSION = "1"

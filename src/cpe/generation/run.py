@@ -1,7 +1,7 @@
 """Prompt CSV -> images with any set of merged erasers, a manifest, resume, grids, many processes.
 
 Output: ``<save_root>/<experiment>/<subset>/<row>_<slug of prompt>_<seed>_<i>.png`` plus ``manifest.jsonl``
-(schema in :mod:`cpe.manifest`); ``<experiment>`` is "original" without erasers. Every row's initial
+(schema in :mod:`cpe.generation.manifest`); ``<experiment>`` is "original" without erasers. Every row's initial
 latents come from its own ``torch.Generator`` seeded with ``evaluation_seed`` (``generate_num`` images
 drawn at once, like the reference), so an image depends neither on the batch size nor on the process
 that made it. Under ``accelerate launch`` rows are split into contiguous shards, one per process, and
@@ -25,10 +25,14 @@ from accelerate.utils import broadcast_object_list, gather_object
 from PIL import Image
 from tqdm.auto import tqdm
 
-from cpe import gen_folder
-from cpe.gen_config import GenerationConfig
-from cpe.grid import compare_grid
-from cpe.io_utils import (
+from cpe.core.weights import GateFileInfo, load_erasers
+from cpe.generation.config import GenerationConfig
+from cpe.generation.grid import compare_grid
+from cpe.generation.manifest import MANIFEST_NAME, read_manifest
+from cpe.generation.prompt_csv import PromptRow, read_prompt_csv
+from cpe.generation import folder as gen_folder
+from cpe.models.loading import TextEmbedding, TextSide, load_pipeline, pipeline_kind, resolve_device, same_model
+from cpe.util.io import (
     FolderBusy,
     FolderLock,
     atomic_write,
@@ -37,11 +41,7 @@ from cpe.io_utils import (
     read_jsonl,
     remove_stale_temp_files,
 )
-from cpe.manifest import MANIFEST_NAME, read_manifest
-from cpe.models import TextEmbedding, TextSide, load_pipeline, pipeline_kind, resolve_device, same_model
-from cpe.names import FOLDER_MAX_BYTES, bounded, check_relative_folder, slug
-from cpe.prompt_csv import PromptRow, read_prompt_csv
-from cpe.weights import GateFileInfo, load_erasers
+from cpe.util.names import FOLDER_MAX_BYTES, bounded, check_relative_folder, slug
 
 ORIGINAL = "original"
 LOG_NAME = "generation_log.jsonl"
@@ -124,9 +124,10 @@ class GenerationPipeline:
         if cfg.pooled != "keep" and pipeline_kind(model) != "sdxl":
             raise ValueError(f"pooled: {cfg.pooled} needs an SDXL model; {model} has no pooled text embedding")
         self._resag, self._device = resag, device
-        self.uce_edit = None  # a UCE edit (cpe.uce): read before the model loads, applied to its UNet in load_model
+        # a UCE edit (cpe.baselines.uce): read before the model loads, applied to its UNet in load_model
+        self.uce_edit = None
         if uce:
-            from cpe.uce import read_uce
+            from cpe.baselines.uce import read_uce
 
             self.uce_edit = read_uce(uce)
         self.uce = None
@@ -143,7 +144,7 @@ class GenerationPipeline:
         if cfg.scheduler:
             self.pipe.scheduler = _scheduler(cfg.scheduler, self.pipe.scheduler.config)
         if resag is not None:
-            from cpe.network import CPENetwork
+            from cpe.core.network import CPENetwork
 
             self.network = CPENetwork(resag)
             try:
@@ -151,7 +152,7 @@ class GenerationPipeline:
             except ValueError as e:
                 raise ValueError(f"erasers do not fit model {self.model}: {e}") from None
         if self.uce_edit is not None:
-            from cpe.uce import apply_uce
+            from cpe.baselines.uce import apply_uce
 
             try:
                 self.uce = apply_uce(self.pipe.unet, self.uce_edit)
@@ -212,10 +213,10 @@ class GenerationPipeline:
         return [out[i * n : (i + 1) * n] for i in range(len(rows))]
 
     def _pooled(self, prompts: list[str], embedding: TextEmbedding) -> torch.Tensor:
-        """SDXL's pooled embedding under the ``pooled`` option (:mod:`cpe.pooled`)."""
+        """SDXL's pooled embedding under the ``pooled`` option (:mod:`cpe.generation.pooled`)."""
         if self.cfg.pooled == "keep" or self.network is None or not self.network.enabled:
             return embedding.pooled
-        from cpe.pooled import pooled_texts
+        from cpe.generation.pooled import pooled_texts
 
         concepts = [(info.concept, info.neutral) for info in self.infos]
         texts = pooled_texts(self.network.resag, embedding.context, prompts, concepts, self.cfg.pooled_threshold,
@@ -319,9 +320,10 @@ def run_generation(
 ) -> GenerationSummary:
     """Generate every missing image (or grid) of ``cfg``'s prompt rows; all inputs are checked first.
 
-    ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.weights.load_erasers``).
-    A folder holding images of other erasers or settings is refused (``cpe.gen_folder``) unless
-    ``overwrite``, which deletes its images and manifest and starts it over. ``uce`` is a UCE file (``cpe.uce``)
+    ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.core.weights.load_erasers``).
+    A folder holding images of other erasers or settings is refused (``cpe.generation.folder``) unless
+    ``overwrite``, which deletes its images and manifest and starts it over. ``uce`` is a UCE file
+    (``cpe.baselines.uce``)
     applied to the UNet before sampling. ``strict_base`` refuses erasers trained on another base model. The folder
     is locked for the run: one that another run is writing is an error naming it (``FolderBusy``), or with ``wait``
     is waited for.

@@ -1,6 +1,6 @@
 """Generation configs (``configs/<domain>/gen/*.yaml``): one dataclass of defaults, validated like training's.
 
-The mechanism is ``cpe.config``'s (OmegaConf structured configs): ``GenerationConfig`` checks itself in
+The mechanism is ``cpe.util.config``'s (OmegaConf structured configs): ``GenerationConfig`` checks itself in
 ``__post_init__`` (also when built in code); loading merges the file, then the command-line overrides, onto its
 schema, so an unknown or misspelt key, or a value of the wrong type, is a one-line error naming the key and file.
 Relative ``prompt_path`` values are read from ``data_dir`` (the prompt CSVs the project cannot ship live there;
@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from cpe.config import ConfigError, DTypeName, Section, at_least, build_config, read_yaml
-from cpe.names import check_relative_folder
+from cpe.util.config import ConfigError, DTypeName, Section, at_least, build_config, read_yaml
+from cpe.util.names import check_relative_folder
 
-POOLED_MODES = ("keep", "neutral")  # SDXL's pooled text embedding under erasure (cpe.pooled)
+POOLED_MODES = ("keep", "neutral")  # SDXL's pooled text embedding under erasure (cpe.generation.pooled)
 
 
 @dataclass
@@ -40,7 +40,7 @@ class GenerationConfig(Section):
     first_row: int | None = at_least(0, None)  # CSV data rows [first_row, last_row), 0-based; None = from the start
     last_row: int | None = at_least(0, None)  # exclusive end; None = to the end
     dtype: DTypeName = "float32"
-    pooled: Literal[POOLED_MODES] = "keep"  # SDXL's pooled text embedding: keep | neutral (cpe.pooled)
+    pooled: Literal[POOLED_MODES] = "keep"  # SDXL's pooled text embedding: keep | neutral (cpe.generation.pooled)
     pooled_threshold: float = 0.5  # neutral: a gate above this on any token replaces the concept in the pooled text
 
     def check(self) -> None:

@@ -1,6 +1,7 @@
 """The pinpoint options' files of the Stable Diffusion domains (``configs/<domain>/train_context.yaml``).
 
-``python -m cpe.context_files`` writes, deterministically from the project's own name lists (``data/``), every file
+``python -m cpe.training.context_files`` writes, deterministically from the project's own name lists (``data/``),
+every file
 below; ``--check`` only compares them (exit 1 on a difference; a test runs it):
 
 * ``configs/<domain>/compositions.csv``: templates with the concept inside another domain's concept, generated in
@@ -19,9 +20,9 @@ import difflib
 import sys
 from pathlib import Path
 
-from cpe.config import REPO_ROOT
-from cpe.io_utils import atomic_write_text, csv_text
-from cpe.prompts import read_csv_column
+from cpe.training.prompts import read_csv_column
+from cpe.util.config import REPO_ROOT
+from cpe.util.io import atomic_write_text, csv_text
 
 PLACEHOLDER = "{concept}"
 BEFORE = ("a high quality", "a detailed", "an old", "a beautiful", "a cinematic", "a professional", "a vintage",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cpe.network import layer_name
-from cpe.resag import ResAG
+from cpe.core.network import layer_name
+from cpe.core.resag import ResAG
 
 
 def spectral_norm(matrix: Tensor) -> float:

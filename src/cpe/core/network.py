@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from cpe.resag import ResAG, ResAGSpec
+from cpe.core.resag import ResAG, ResAGSpec
 
 PROJECTIONS = ("to_k", "to_v")
 

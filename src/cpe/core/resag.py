@@ -241,7 +241,7 @@ class ResAG(nn.Module):
         """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).
 
         ``x`` (n, T, D), ``maps`` (D, m) -> (n, T, m), m = columns of ``maps`` (e.g. all layers' Down maps side
-        by side). Used by training (``cpe.losses``); the same :meth:`_mix` as the forwards.
+        by side). Used by training (``cpe.training.losses``); the same :meth:`_mix` as the forwards.
         """
         gate, mixed = self._mix(x, self.w_query[concept], self.w_key[concept], self.gate_vector[concept], maps)
         return gate[..., None] * mixed

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from cpe.embedding_cache import BATCH_SIZE, EmbeddingCache, Encoder, encode_all
-from cpe.prompts import fill, unique
+from cpe.training.embedding_cache import BATCH_SIZE, EmbeddingCache, Encoder, encode_all
+from cpe.training.prompts import fill, unique
 
 
 def most_similar(target: Tensor, candidates: Tensor, names: Sequence[str], exclude: str, k: int) -> list[str]:
@@ -32,7 +32,7 @@ def templated_pool(anchor_concepts: Sequence[str], templates: Sequence[str], pla
 
 class EmbeddingStore:
     """Encodes each distinct prompt once and keeps the embeddings in one tensor (shared by all concepts); with a
-    ``cache``, prompts encoded by earlier runs are read from disk instead (``cpe.embedding_cache``)."""
+    ``cache``, prompts encoded by earlier runs are read from disk instead (``cpe.training.embedding_cache``)."""
 
     def __init__(self, encode: Encoder, prompts: Sequence[str], dtype: torch.dtype, batch_size: int = BATCH_SIZE,
                  cache: EmbeddingCache | None = None, desc: str = "encoding anchor prompts") -> None:

@@ -128,7 +128,7 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0, max_length: int = 16,
     import diffusers
     from diffusers import AutoencoderKL
 
-    from cpe.models import clip_tokenizer_from_assets, stable_diffusion_pipeline_class
+    from cpe.models.loading import clip_tokenizer_from_assets, stable_diffusion_pipeline_class
 
     if kind not in TINY_PIPELINE_KINDS:
         raise ValueError(f"unknown tiny pipeline kind {kind!r}; expected one of {TINY_PIPELINE_KINDS}")

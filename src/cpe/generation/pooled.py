@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from cpe.prompts import target_pattern  # the one whole-word rule
-from cpe.resag import ResAG
+from cpe.core.resag import ResAG
+from cpe.training.prompts import target_pattern  # the one whole-word rule
 
 
 def fired_concepts(resag: ResAG, context: Tensor, threshold: float, active: Tensor | None = None) -> list[list[int]]:

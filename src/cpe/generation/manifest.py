@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from cpe.io_utils import read_jsonl
+from cpe.util.io import read_jsonl
 
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED_FIELDS = ("file", "row", "prompt", "seed", "image_index", "guidance", "erasers", "model", "config", "extra")
