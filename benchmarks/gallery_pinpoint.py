@@ -45,6 +45,7 @@ from cpe.util.io import atomic_write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("train", "train_context")
+CONFIG_FILES: dict[str, str] = {}  # a variant's name -> the domains' config it trains with (--configs NAME=CONFIG)
 SINGLE_PLAIN, SINGLE_STYLED = 20, 16
 ALL_ERASED = {"celebs": 20, "artists": 10, "explicit": 4}
 # sets read from the original model only (floors)
@@ -99,7 +100,7 @@ def erasers_for(erase: dict, out: Path, config: str, seed: int, model: str, cost
     config ``config_file`` (default: ``config``) plus ``extra`` overrides, when missing."""
     overrides = [f"train.seed={seed}", *extra]
     root = out / "erasers" / config / f"seed{seed}"
-    config_file = config_file or config
+    config_file = config_file or CONFIG_FILES.get(config, config)
     if "single" in erase:
         index = erase["single"]
         return train_concepts("celebs", index + 1, root, model, overrides, costs, config=config_file, first=index)
@@ -390,7 +391,9 @@ def render(out: Path, configs, results_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", choices=("original", "train", "eval", "leakage", "render", "all"), default="all")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="training config names per domain")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                        help="training config names per domain; NAME=CONFIG: a variant named NAME (its own erasers, "
+                             "images and scores) trained with CONFIG and the --set overrides")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (train.seed)")
     parser.add_argument("--singles", type=int, nargs="+", default=[0, 1, 2], help="identity indices erased alone")
     parser.add_argument("--evals", nargs="+", help="train and evaluate only these evaluations (single<i>, merged20, "
@@ -405,6 +408,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="training config override for every domain (smoke runs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    names = []
+    for config in args.configs:
+        name, _, file = config.partition("=")
+        if file:
+            CONFIG_FILES[name] = file
+        names.append(name)
+    args.configs = names
     if args.model is None:
         from cpe.toy.gallery import GALLERY_MODEL_DIR
 

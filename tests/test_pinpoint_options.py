@@ -138,6 +138,41 @@ def test_options_extend_templates_and_anchors_and_the_corpus_leaves_the_target_o
     assert batch.anchors.shape[1] == 1 + cfg.anchors.per_step + cfg.anchors.corpus_per_step
 
 
+def test_phrases_on_the_anchor_side_only_and_around_sentences_and_the_corpus(tiny8, tmp_path):
+    """``context.templates: false`` keeps the erase templates; ``context.sentences`` adds phrase variants of the
+    anchor sentences and the corpus captions, each from its own stream of ``train.seed``."""
+    full = training.read_prompt_lists(load_train_config(_pinpoint_config(tmp_path / "a", tiny8)))
+    anchor_only = training.read_prompt_lists(load_train_config(_pinpoint_config(
+        tmp_path / "b", tiny8, context={"templates": False})))
+    base = [*TEMPLATES, "{concept}", "{concept} in the style of someone"]
+    assert anchor_only.templates == base and anchor_only.anchor_templates == full.templates != base
+
+    sentences = ["a red ball on the ground", "a quiet street at night", "two cups on a table"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "sentences.csv").write_text("prompt\n" + "\n".join(sentences) + "\n", encoding="utf-8")
+    cfg = load_train_config(_pinpoint_config(
+        tmp_path / "c", tiny8, context={"templates": False, "sentences": True},
+        anchors={"sentences": "sentences.csv", "sentences_column": "prompt", "general_words": None,
+                 "candidates": None}))
+    side = training.read_prompt_lists(cfg)
+    assert side.templates == base
+    assert side.sentences[:3] == sentences and len(side.sentences) > 3
+    assert side.sentences[3:] == context_templates(sentences, BEFORE, AFTER, 6, 2, 1, cfg.train.seed, stream=1)
+    assert side.corpus[: len(CORPUS)] == CORPUS
+    corpus_variants = side.corpus[len(CORPUS):]
+    assert corpus_variants == context_templates(CORPUS, BEFORE, AFTER, 6, 2, 1, cfg.train.seed, stream=2)
+    assert any(", " in v for v in corpus_variants)  # phrases after a whole caption: the comma the targets carry
+    assert context_templates(CORPUS, BEFORE, AFTER, 6, 2, 1, 0, stream=2) != context_templates(
+        CORPUS, BEFORE, AFTER, 6, 2, 1, 0, stream=1)
+    model = training.load_frozen(cfg, torch.device("cpu"))
+    concept = training.run.load_concepts(cfg.path(cfg.prompts.concepts), "a person", 0.3)[0]
+    corpus = training.data.corpus_prompts(training.encode_prompt_side(side, model), concept)
+    assert not any(names_target(q, concept.target) for q in corpus)  # variants of a naming caption stay out
+    with pytest.raises(ConfigError, match=r"context\.templates.*all off"):
+        load_train_config(_pinpoint_config(tmp_path / "d", tiny8, context={
+            "templates": False, "anchors": False, "sentences": False}))
+
+
 def test_a_config_without_the_options_keeps_the_papers_prompts(tiny8, tmp_path):
     cfg = load_train_config(small_config(tmp_path, tiny8))
     side = training.read_prompt_lists(cfg)
@@ -159,7 +194,7 @@ def test_every_new_key_round_trips_through_the_gate_file(tiny8, tmp_path):
     recorded = read_gate_file(summary.trained[0])[1].training_config
     assert recorded["prompts"]["compositions"] == "compositions.csv"
     assert recorded["context"] == {"words": "context_words.csv", "variants": 6, "max_before": 2, "max_after": 1,
-                                   "anchors": True}
+                                   "anchors": True, "templates": True, "sentences": False}
     assert (recorded["anchors"]["corpus"], recorded["anchors"]["corpus_per_step"]) == ("corpus.csv", 3)
     concept = training.run.load_concepts(cfg.path(cfg.prompts.concepts), "a person", 0.3)[0]
     assert settings_difference(recorded, cfg, concept) is None

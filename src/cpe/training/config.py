@@ -93,6 +93,9 @@ class ContextConfig(Section):
     ``compositions``) with 0..``max_before`` phrases of the words file's ``before`` rows in front of it and
     0..``max_after`` of its ``after`` rows behind it (at least one phrase). They join the templates, so every step
     draws the concept (and, with ``anchors``, the anchors) at other positions and among other words.
+    With ``templates`` off the erase templates stay as they are and only the anchor side gets the phrases;
+    ``sentences`` puts them around the anchor sentences and the corpus captions too (``variants`` more of each),
+    so that a phrase the targets never carry (", 4k" after a benign sentence) is anchored where it appears.
     """
 
     words: str | None = None  # CSV with columns ``text`` and ``position`` (before | after)
@@ -100,10 +103,14 @@ class ContextConfig(Section):
     max_before: int = at_least(0, 4)
     max_after: int = at_least(0, 2)
     anchors: bool = True  # render the anchor pool through the augmented templates too
+    templates: bool = True  # put the phrases around the erase templates (off: the anchor side only)
+    sentences: bool = False  # and around the anchor sentences and the corpus captions
 
     def check(self) -> None:
         if self.words is not None and self.max_before + self.max_after == 0:
             raise self.error("max_before", "and max_after are both 0: no phrase can be added")
+        if self.words is not None and not (self.templates or self.anchors or self.sentences):
+            raise self.error("templates", "anchors and sentences are all off: the phrases would go nowhere")
 
 
 @dataclass

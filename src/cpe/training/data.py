@@ -133,8 +133,8 @@ class PromptSide:
 
 def training_templates(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """The erase templates and the anchor templates: ``prompts.templates`` (+ the bare concept), then
-    ``prompts.compositions``, then the ``context`` variants drawn from both (anchors too unless ``context.anchors``
-    is off)."""
+    ``prompts.compositions``, then the ``context`` variants drawn from both (on the erase side unless
+    ``context.templates`` is off, on the anchor side unless ``context.anchors`` is off)."""
     p, c = cfg.prompts, cfg.context
     templates = load_templates(cfg.path(p.templates), p.template_column, p.placeholder, p.template_word, p.include_bare)
     if p.compositions:
@@ -142,9 +142,15 @@ def training_templates(cfg: TrainConfig) -> tuple[list[str], list[str]]:
                                                       include_bare=False))
     if not c.words:
         return templates, templates
+    variants = _context_variants(cfg, templates)
+    return (templates + variants) if c.templates else templates, (templates + variants) if c.anchors else templates
+
+
+def _context_variants(cfg: TrainConfig, prompts: list[str], stream: int = 0) -> list[str]:
+    """``context.variants`` phrase variants of ``prompts``, drawn from ``train.seed`` (``stream``: which sequence)."""
+    c = cfg.context
     before, after = read_context_words(cfg.path(c.words))
-    variants = context_templates(templates, before, after, c.variants, c.max_before, c.max_after, cfg.train.seed)
-    return templates + variants, (templates + variants) if c.anchors else templates
+    return context_templates(prompts, before, after, c.variants, c.max_before, c.max_after, cfg.train.seed, stream)
 
 
 def read_prompt_lists(cfg: TrainConfig) -> PromptSide:
@@ -157,6 +163,9 @@ def read_prompt_lists(cfg: TrainConfig) -> PromptSide:
     corpus = unique(read_csv_column(cfg.path(a.corpus), a.corpus_column)) if a.corpus else None
     if corpus is not None and not corpus:
         raise ValueError(f"{cfg.path(a.corpus)}: no prompts in column {a.corpus_column!r}")
+    if cfg.context.words and cfg.context.sentences:  # phrases around whole prompts too (streams 1 and 2)
+        sentences = unique(sentences + _context_variants(cfg, sentences, 1)) if sentences else sentences
+        corpus = unique(corpus + _context_variants(cfg, corpus, 2)) if corpus else corpus
     return PromptSide(templates, general, candidates, sentences, anchor_templates=anchor_templates, corpus=corpus)
 
 

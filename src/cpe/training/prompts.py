@@ -146,13 +146,14 @@ def read_context_words(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def context_templates(templates: Sequence[str], before: Sequence[str], after: Sequence[str], variants: int,
-                      max_before: int, max_after: int, seed: int) -> list[str]:
+                      max_before: int, max_after: int, seed: int, stream: int = 0) -> list[str]:
     """``variants`` distinct augmented templates, deterministic from ``seed``: a template of ``templates`` with
     0..``max_before`` phrases of ``before`` in front ("a very old a portrait of {concept}") and 0..``max_after``
     phrases of ``after`` behind it ("a portrait of {concept}, high detail"), at least one phrase in all.
 
-    Fewer come back when fewer distinct ones exist (tried ``20 * variants`` times)."""
-    rng = np.random.default_rng([seed, 0x636F6E74])  # "cont"
+    Fewer come back when fewer distinct ones exist (tried ``20 * variants`` times). ``stream`` > 0 draws an
+    independent sequence from the same seed (the anchor sentences' and the corpus's variants)."""
+    rng = np.random.default_rng([seed, 0x636F6E74, stream] if stream else [seed, 0x636F6E74])  # "cont"
     max_before = max_before if before else 0
     max_after = max_after if after else 0
     if max_before + max_after == 0:
