@@ -172,3 +172,32 @@ def test_attack_gradient_equals_the_direct_formula():
 
     slow = torch.autograd.grad(direct(), delta)[0]
     assert torch.allclose(fast, slow, rtol=1e-9, atol=1e-12)
+
+
+def test_gate_term_is_the_anchors_mean_gate_and_leaves_the_other_terms_unchanged():
+    """``train.gate_coef``'s term: the mean over the anchors and their tokens of each concept's own gate, as the
+    public gate gives it; the paper's terms are bit-identical with it on or off."""
+    gen = torch.Generator().manual_seed(3)
+    d, t, c, s = 8, 5, 3, 4
+    spec = ResAGSpec(embed_dim=d, layer_dims={"x_to_k": 6, "x_to_v": 5}, gate_rank=3, lora_rank=2)
+    resag = ResAG(spec, c).double()
+    with torch.no_grad():
+        for param in resag.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.5)
+    kv = KVLoss({n: torch.randn(w, d, generator=gen, dtype=torch.float64) for n, w in spec.layer_dims.items()},
+                {"x_to_k": 1.0, "x_to_v": 0.7}, t)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    batch = EraseBatch(rand(c, t, d), rand(c, t, d), rand(c, s, t, d))
+    bank = FrozenBank.freeze(kv, rand(c, 2, t, d) * 0.3)
+    plain = erase_losses(kv, resag, batch, bank)
+    with_gate = erase_losses(kv, resag, batch, bank, gate_term=True)
+    assert "gate" not in plain and set(with_gate) == {*plain, "gate"}
+    for key in plain:
+        assert torch.equal(plain[key], with_gate[key]), key
+    direct = torch.stack([resag.gate(batch.anchors[i], torch.full((s,), i)).gate.mean() for i in range(c)])
+    assert torch.allclose(with_gate["gate"], direct, rtol=1e-12, atol=0)
+    params = [resag.w_query, resag.gate_vector]
+    fast = torch.autograd.grad(with_gate["gate"].sum(), params)
+    slow = torch.autograd.grad(direct.sum(), params)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)

@@ -173,6 +173,53 @@ def test_phrases_on_the_anchor_side_only_and_around_sentences_and_the_corpus(tin
             "templates": False, "anchors": False, "sentences": False}))
 
 
+def test_sentences_and_general_words_together_anchor_both(tiny8, tmp_path):
+    """The explicit domain's sentences plus templated fillers ("a portrait of a person, 4k"): the sentences first,
+    then every general word in every template; sentences alone stay the pool as in the paper."""
+    sentences = ["a quiet street at night", "two cups on a table"]
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "sentences.csv").write_text("prompt\n" + "\n".join(sentences) + "\n", encoding="utf-8")
+    (folder / "fillers.csv").write_text("key\n4k\nhigh detail\n", encoding="utf-8")
+    both = load_train_config(small_config(folder, tiny8, anchors={
+        "sentences": "sentences.csv", "sentences_column": "prompt", "general_words": "fillers.csv",
+        "candidates": None}))
+    side = training.encode_prompt_side(training.read_prompt_lists(both), model := training.load_frozen(
+        both, torch.device("cpu")))
+    concept = training.run.load_concepts(both.path(both.prompts.concepts), "a person", 0.3)[0]
+    pool = training.anchor_prompts(both, side, model, concept)
+    templated = [t.replace("{concept}", w) for w in ("4k", "high detail") for t in side.templates]
+    assert pool[:2] == sentences and sorted(pool[2:]) == sorted(templated)
+    only = load_train_config(small_config(tmp_path / "o", tiny8, anchors={
+        "sentences": str(folder / "sentences.csv"), "sentences_column": "prompt", "general_words": None,
+        "candidates": None}))
+    assert training.anchor_prompts(only, training.read_prompt_lists(only), model, concept) == sentences
+
+
+def test_gate_specificity_lowers_the_anchors_gates_and_is_recorded(tiny8, tmp_path):
+    """``train.gate_coef`` > 0 trains the same concept (same seed, same draws) with the anchors' gates pushed down:
+    their mean gate falls well below the run without it; the key is recorded in the gate file."""
+    from cpe.core.weights import load_erasers
+    from cpe.models.loading import TextSide
+
+    gates = {}
+    for coef in (0.0, 5.0):
+        cfg = load_train_config(small_config(tmp_path / f"g{coef}", tiny8, train={
+            "num_stages": 1, "iterations": 12, "factor_init_iter": 1, "lr": 3e-3, "gate_coef": coef},
+            adversarial={"enabled": False}))
+        path = training.train(cfg, 0, 1).trained[0]
+        assert read_gate_file(path)[1].training_config["train"]["gate_coef"] == coef
+        resag, _ = load_erasers([path])
+        side = training.read_prompt_lists(cfg)
+        model = training.load_frozen(cfg, torch.device("cpu"))
+        concept = training.run.load_concepts(cfg.path(cfg.prompts.concepts), "a person", 0.3)[0]
+        pool = training.anchor_prompts(cfg, training.encode_prompt_side(side, model), model, concept)
+        with torch.no_grad():
+            embeddings = TextSide.load(str(tiny8)).encode(pool)
+            gates[coef] = resag.gate(embeddings, torch.zeros(len(pool), dtype=torch.long)).gate.mean().item()
+    assert gates[5.0] < 0.5 * gates[0.0], gates
+
+
 def test_a_config_without_the_options_keeps_the_papers_prompts(tiny8, tmp_path):
     cfg = load_train_config(small_config(tmp_path, tiny8))
     side = training.read_prompt_lists(cfg)

@@ -237,14 +237,17 @@ class ResAG(nn.Module):
                 found.append(torch.cat([gate[local, slot[at], None], mixed[local, slot[at]]], dim=-1))
         return x.new_zeros(b * t, 1 + d).index_put((order,), torch.cat(found)).view(b, t, 1 + d)
 
-    def gated_maps(self, x: Tensor, concept: int, maps: Tensor) -> Tensor:
+    def gated_maps(
+        self, x: Tensor, concept: int, maps: Tensor, with_gate: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """``gate(x, concept).hidden @ maps`` for one concept, without forming H: g ⊙ (A (X M)).
 
         ``x`` (n, T, D), ``maps`` (D, m) -> (n, T, m), m = columns of ``maps`` (e.g. all layers' Down maps side
-        by side). Used by training (``cpe.training.losses``); the same :meth:`_mix` as the forwards.
+        by side); ``with_gate``: also the gate g (n, T). Used by training (``cpe.training.losses``); the same
+        :meth:`_mix` as the forwards.
         """
         gate, mixed = self._mix(x, self.w_query[concept], self.w_key[concept], self.gate_vector[concept], maps)
-        return gate[..., None] * mixed
+        return (gate[..., None] * mixed, gate) if with_gate else gate[..., None] * mixed
 
     def residual(self, layer: str, g: GateOutput) -> Tensor:
         """``s · H Down_l Up_l`` for one layer, with each token's chosen concept (or their sum): (B, T, d_l)."""

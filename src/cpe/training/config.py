@@ -69,7 +69,9 @@ class AnchorConfig(Section):
     candidates: str | None = None  # CSV of candidate names; the top_k most similar to the target are anchored
     candidates_column: str = "key"
     top_k: int = at_least(1, 50)
-    sentences: str | None = None  # CSV of whole sentences used as the anchor pool instead (explicit domain)
+    # CSV of whole sentences anchored as they are (the explicit domain's pool); with general_words or candidates
+    # too, the pool is the sentences and then the templated words
+    sentences: str | None = None
     sentences_column: str = "name"
     # Pinpoint option (not in the paper): a general caption corpus (any prompt CSV: COCO captions, the gallery's
     # corpus.csv) anchored as it is, beside the pool; prompts naming the target (whole word, any case) are left out.
@@ -118,6 +120,9 @@ class EraseConfig(Section):
     guidance: float = 0.3  # g, for concepts that name none
     pal: float = 1e5  # anchor coefficient
     adv_coef: float = 1.0
+    # gate specificity (a pinpoint option, not in the paper): + gate_coef x the anchors' mean gate over their
+    # tokens (the empty prompt, the pool and the corpus draws of the step); 0 = off, the paper's loss exactly
+    gate_coef: float = at_least(0, 0.0)
     num_stages: int = at_least(1, 5)
     iterations: int = at_least(1, 450)
     lr: float = 3e-5

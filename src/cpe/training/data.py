@@ -182,15 +182,17 @@ def load_prompt_side(cfg: TrainConfig, model: FrozenModel) -> PromptSide:
 
 
 def anchor_prompts(cfg: TrainConfig, side: PromptSide, model: FrozenModel, concept: Concept) -> list[str]:
-    """The concept's anchor pool: benign sentences, or general words + top-K similar names in every template."""
-    if side.sentences:
-        return side.sentences
+    """The concept's anchor pool: benign sentences and/or general words + top-K similar names in every template
+    (the paper's domains use one or the other; both together: the sentences, then the templated words)."""
     names: list[str] = []
     if side.candidate_embeddings is not None:
         target = model.encode([concept.target])[0].cpu()
         names = most_similar(target, side.candidate_embeddings, side.candidates, concept.target, cfg.anchors.top_k)
     anchors = unique(side.general_words + names)
-    return templated_pool(anchors, side.anchor_templates or side.templates, cfg.prompts.placeholder)
+    if not anchors:
+        return side.sentences
+    pool = templated_pool(anchors, side.anchor_templates or side.templates, cfg.prompts.placeholder)
+    return unique(side.sentences + pool)
 
 
 def corpus_prompts(side: PromptSide, concept: Concept) -> list[str]:

@@ -188,8 +188,10 @@ class BatchTrainer:
         train = self.cfg.train
 
         def loss_fn(step: int) -> tuple[Tensor, dict[str, Tensor]]:
-            terms = erase_losses(self.model.kv, self.resag, self._erase_batch(), bank)
+            terms = erase_losses(self.model.kv, self.resag, self._erase_batch(), bank, gate_term=train.gate_coef > 0)
             total = terms["erase"] + train.adv_coef * terms["adv"] + train.pal * terms["anchor"]
+            if train.gate_coef > 0:  # gate specificity (a pinpoint option; 0 = the paper)
+                total = total + train.gate_coef * terms["gate"]
             _check_finite(total, self.concepts, stage, "erase", step)
             return total, {"loss": total, **terms}
 

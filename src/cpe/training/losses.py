@@ -153,26 +153,34 @@ class FrozenBank:
         return cls(delta, delta_g, kv.inner(delta, delta_g))
 
 
-def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor, first: int = 0) -> tuple[Tensor, Tensor]:
-    """z = H Down (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D).
+def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor, first: int = 0,
+              with_gate: bool = False) -> tuple[Tensor, ...]:
+    """z = H Down (C, n, T, L·k) and Σ_l w_l ‖z_l Up_l‖² (C, n) for concept-major items x (C, n, T, D), and with
+    ``with_gate`` the gates (C, n, T) too.
 
     Concept c's items go through slot ``first`` + c in one call of fixed shape, so element-wise kernels
     (sigmoid, softmax) see the same tensors whatever the other concepts: a concept's numbers are bit-identical
     to training it alone.
     """
     # unbind, not x[c]: the backward of C selects would build C zero tensors of x's full size
-    z = torch.stack([resag.gated_maps(items, first + c, readout.down[c]) for c, items in enumerate(x.unbind(0))])
-    return z, kv.residual_square(z, readout)
+    parts = [resag.gated_maps(items, first + c, readout.down[c], with_gate) for c, items in enumerate(x.unbind(0))]
+    if not with_gate:
+        z = torch.stack(parts)
+        return z, kv.residual_square(z, readout)
+    z = torch.stack([zc for zc, _ in parts])
+    return z, kv.residual_square(z, readout), torch.stack([g for _, g in parts])
 
 
-def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank | None) -> dict[str, Tensor]:
-    """Per-concept erase, adversarial and anchor terms of §2.5, each (C,)."""
+def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank | None,
+                 gate_term: bool = False) -> dict[str, Tensor]:
+    """Per-concept erase, adversarial and anchor terms of §2.5, each (C,); with ``gate_term`` also "gate", the
+    anchors' mean gate over their tokens (the gate-specificity option ``train.gate_coef``, not in the paper)."""
     anchors = batch.anchors.shape[1]
     readout = kv.readout(resag)
     parts = [batch.target[:, None], batch.anchors]
     if bank is not None:
         parts.append(batch.target[:, None] + bank.delta)
-    z, square = _low_rank(kv, resag, readout, torch.cat(parts, dim=1))
+    z, square, *gates = _low_rank(kv, resag, readout, torch.cat(parts, dim=1), with_gate=gate_term)
     scale = resag.spec.scale
 
     xv = torch.bmm(batch.diff, readout.v)
@@ -181,6 +189,8 @@ def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank |
         "erase": kv.combine(constant, kv.cross(z[:, 0], xv), square[:, 0], scale),
         "anchor": (scale**2 / kv.num_tokens) * square[:, 1 : 1 + anchors].mean(1),
     }
+    if gate_term:
+        losses["gate"] = gates[0][:, 1 : 1 + anchors].mean((1, 2))
     if bank is None:
         losses["adv"] = torch.zeros_like(losses["erase"])
         return losses
