@@ -26,11 +26,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cpe.core.weights import GateFileInfo, load_erasers
+from cpe.generation import folder as gen_folder
 from cpe.generation.config import GenerationConfig
 from cpe.generation.grid import compare_grid
 from cpe.generation.manifest import MANIFEST_NAME, read_manifest
 from cpe.generation.prompt_csv import PromptRow, read_prompt_csv
-from cpe.generation import folder as gen_folder
 from cpe.models.loading import TextEmbedding, TextSide, load_pipeline, pipeline_kind, resolve_device, same_model
 from cpe.util.io import (
     FolderBusy,
