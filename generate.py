@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start the output folder over when it holds images of other erasers or settings "
                         "(its images and manifest are deleted); without it such a rerun is refused")
     p.add_argument("--uce", metavar="FILE", help="a UCE edit (train_uce.py) applied to the UNet before sampling")
+    p.add_argument("--esd", metavar="FILE",
+                   help="an ESD-x edit (train_esd.py) applied to the UNet before sampling (not with --uce)")
     p.add_argument("--strict_base", action="store_true",
                    help="refuse erasers trained on another base model than --model (or not recording theirs); "
                         "without it they are used after one warning line")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = run_generation(cfg, args.model, args.erasers, experiment=args.experiment,
                                  config_path=args.config, grid=args.grid, device=args.device,
-                                 pad_ranks=args.pad_ranks, overwrite=args.overwrite, uce=args.uce,
+                                 pad_ranks=args.pad_ranks, overwrite=args.overwrite, uce=args.uce, esd=args.esd,
                                  strict_base=args.strict_base, wait=args.wait)
     except (OSError, ValueError) as e:  # bad input, and OS failures (full disk, unwritable folder), in one line
         print(f"error: {error_line(e)}", file=sys.stderr)

@@ -71,7 +71,8 @@ def experiment_name(infos: Sequence[GateFileInfo]) -> str:
 
 
 def base_model_notes(infos: Sequence[GateFileInfo], model: str) -> list[str]:
-    """One line per base model the erasers were trained on that is not ``model`` (or that they do not record)."""
+    """One line per base model the erasers were trained on that is not ``model`` (or that they do not record);
+    ``infos`` are gate files' infos or anything else with a ``name`` and a ``base_model`` (an ESD edit)."""
     by_base: dict[str, list[str]] = {}
     for info in infos:
         by_base.setdefault(info.base_model, []).append(info.name)
@@ -101,10 +102,14 @@ class GenerationPipeline:
 
     def __init__(self, cfg: GenerationConfig, model: str, erasers: Sequence[str | Path] = (),
                  device: str | torch.device | None = None, pad_ranks: bool = False, load_model: bool = True,
-                 uce: str | Path | None = None, strict_base: bool = False) -> None:
-        """Load the erasers and the UCE edit, then (unless ``load_model`` is False: call ``load_model()`` later)
-        the pipeline. Erasers trained on another base model than ``model`` are named in one warning line (process
-        0), or refused with ``strict_base``; so are files that do not record their base model."""
+                 uce: str | Path | None = None, strict_base: bool = False, esd: str | Path | None = None) -> None:
+        """Load the erasers and the UCE or ESD edit, then (unless ``load_model`` is False: call ``load_model()``
+        later) the pipeline. Erasers and ESD edits trained on another base model than ``model`` are named in one
+        warning line (process 0), or refused with ``strict_base``; so are files that do not record their base
+        model."""
+        if uce and esd:
+            raise ValueError("--uce and --esd both edit the original model's cross-attention weights (UCE's deltas "
+                             "are solved for the original ones): pass one of them")
         self.cfg = cfg
         self.model = model
         self.infos: list[GateFileInfo] = []
@@ -116,7 +121,20 @@ class GenerationPipeline:
                     f"erasers have gate rank {resag.spec.gate_rank} ({self.infos[0].path}) but the generation "
                     f"config says gate_rank {cfg.gate_rank}"
                 )
-        notes = base_model_notes(self.infos, model)
+        # a UCE edit (cpe.baselines.uce) or an ESD-x edit (cpe.baselines.esd): read before the model loads, applied
+        # to its UNet in load_model
+        self.uce_edit = self.esd_edit = None
+        if uce:
+            from cpe.baselines.uce import read_uce
+
+            self.uce_edit = read_uce(uce)
+        if esd:
+            from cpe.baselines.esd import read_esd
+
+            self.esd_edit = read_esd(esd)
+        self.uce = self.esd = None
+        # an ESD file holds fine-tuned weights that replace the model's, so its base model matters as an eraser's does
+        notes = base_model_notes([*self.infos, *([self.esd_edit] if self.esd_edit else [])], model)
         if strict_base and notes:
             raise ValueError(f"--strict_base: {notes[0].split(': ', 1)[1]}")
         if notes and os.environ.get("RANK", "0") == "0":  # once, not once per process
@@ -124,13 +142,6 @@ class GenerationPipeline:
         if cfg.pooled != "keep" and pipeline_kind(model) != "sdxl":
             raise ValueError(f"pooled: {cfg.pooled} needs an SDXL model; {model} has no pooled text embedding")
         self._resag, self._device = resag, device
-        # a UCE edit (cpe.baselines.uce): read before the model loads, applied to its UNet in load_model
-        self.uce_edit = None
-        if uce:
-            from cpe.baselines.uce import read_uce
-
-            self.uce_edit = read_uce(uce)
-        self.uce = None
         self.pipe = None
         self.network = None
         if load_model:
@@ -158,15 +169,26 @@ class GenerationPipeline:
                 self.uce = apply_uce(self.pipe.unet, self.uce_edit)
             except ValueError as e:
                 raise ValueError(f"UCE edit does not fit model {self.model}: {e}") from None
+        if self.esd_edit is not None:
+            from cpe.baselines.esd import apply_esd
+
+            try:
+                self.esd = apply_esd(self.pipe.unet, self.esd_edit)
+            except ValueError as e:
+                raise ValueError(f"ESD edit does not fit model {self.model}: {e}") from None
 
     @property
     def device(self) -> torch.device:
         return self.pipe.unet.device
 
     def eraser_records(self) -> list[dict]:
-        uce = [{"name": self.uce_edit.name, "sha256": self.uce_edit.sha256}] if self.uce_edit else []
         gates = [{"name": info.name, "sha256": info.sha256, "base_model": info.base_model} for info in self.infos]
-        return gates + uce
+        return gates + [{"name": edit.name, "sha256": edit.sha256} for edit in self.weight_edits]
+
+    @property
+    def weight_edits(self) -> list:
+        """The baseline edits of the UNet's weights (UCE, ESD-x) this pipeline applies."""
+        return [edit for edit in (self.uce_edit, self.esd_edit) if edit is not None]
 
     def guidance(self, row: PromptRow) -> float:
         return self.cfg.guidance_scale if row.guidance is None else row.guidance
@@ -229,8 +251,9 @@ class GenerationPipeline:
 
     def grid(self, row: PromptRow) -> Image.Image:
         """Original model and erased model side by side (same seed), labelled."""
-        if self.network is None or self.uce_edit is not None:
-            raise ValueError("grid mode compares the original with the erased model: pass --erasers (not --uce)")
+        if self.network is None or self.weight_edits:
+            raise ValueError("grid mode compares the original with the erased model: pass --erasers (not --uce or "
+                             "--esd)")
         self.network.enabled = False
         try:
             original = self.images([row])[0]
@@ -315,6 +338,7 @@ def run_generation(
     pad_ranks: bool = False,
     overwrite: bool = False,
     uce: str | Path | None = None,
+    esd: str | Path | None = None,
     strict_base: bool = False,
     wait: bool = False,
 ) -> GenerationSummary:
@@ -323,8 +347,8 @@ def run_generation(
     ``pad_ranks`` merges erasers of different gate/low ranks exactly (``cpe.core.weights.load_erasers``).
     A folder holding images of other erasers or settings is refused (``cpe.generation.folder``) unless
     ``overwrite``, which deletes its images and manifest and starts it over. ``uce`` is a UCE file
-    (``cpe.baselines.uce``)
-    applied to the UNet before sampling. ``strict_base`` refuses erasers trained on another base model. The folder
+    (``cpe.baselines.uce``), ``esd`` an ESD-x file (``cpe.baselines.esd``; not both), applied to the UNet before
+    sampling. ``strict_base`` refuses erasers trained on another base model. The folder
     is locked for the run: one that another run is writing is an error naming it (``FolderBusy``), or with ``wait``
     is waited for.
     """
@@ -334,8 +358,8 @@ def run_generation(
         check_relative_folder(experiment, "experiment")
     table = read_prompt_csv(cfg.resolved_prompt_path(), cfg.first_row, cfg.last_row)
     gen = GenerationPipeline(cfg, model, erasers, device=device or state.device, pad_ranks=pad_ranks, uce=uce,
-                             load_model=False, strict_base=strict_base)
-    named = [*gen.infos, *([gen.uce_edit] if gen.uce_edit else [])]
+                             esd=esd, load_model=False, strict_base=strict_base)
+    named = [*gen.infos, *gen.weight_edits]
     out_dir = Path(cfg.save_root) / (experiment or experiment_name(named)) / cfg.subset
     targets = out_dir / GRID_FOLDER if grid else out_dir
     check_writable_folder(targets)  # before the slow part

@@ -196,6 +196,15 @@ def load_unet(model: str, device: str | torch.device = "cpu", dtype: str | torch
     return unet.to(device).eval().requires_grad_(False)
 
 
+def load_ddim_scheduler(model: str):
+    """A ``DDIMScheduler`` with the pipeline's noise schedule (its ``scheduler/scheduler_config.json``)."""
+    from diffusers import DDIMScheduler
+
+    check_model_source(model)
+    with _loading(model, "scheduler"):
+        return DDIMScheduler.from_config(DDIMScheduler.load_config(model, subfolder="scheduler"))
+
+
 # model_index.json class -> the pipeline kind CPE supports (both kinds attach to a UNet2DConditionModel).
 PIPELINE_KINDS = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
 
