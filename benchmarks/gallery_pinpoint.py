@@ -97,15 +97,21 @@ def _union(evals) -> list[dict]:
 def erasers_for(erase: dict, out: Path, config: str, seed: int, model: str, costs: dict,
                 extra: list[str], config_file: str | None = None) -> list[Path]:
     """The erasers of an evaluation, trained into ``<out>/erasers/<config>/seed<k>`` with the domains' training
-    config ``config_file`` (default: ``config``) plus ``extra`` overrides, when missing."""
-    overrides = [f"train.seed={seed}", *extra]
+    config ``config_file`` (default: ``config``) plus ``extra`` overrides, when missing. An override written
+    ``DOMAIN:key=value`` applies to that domain's erasers only."""
     root = out / "erasers" / config / f"seed{seed}"
     config_file = config_file or CONFIG_FILES.get(config, config)
+
+    def overrides(domain: str) -> list[str]:
+        own = [o.split(":", 1)[1] for o in extra if o.split("=", 1)[0].startswith(f"{domain}:")]
+        return [f"train.seed={seed}", *(o for o in extra if ":" not in o.split("=", 1)[0]), *own]
+
     if "single" in erase:
         index = erase["single"]
-        return train_concepts("celebs", index + 1, root, model, overrides, costs, config=config_file, first=index)
+        return train_concepts("celebs", index + 1, root, model, overrides("celebs"), costs, config=config_file,
+                              first=index)
     return [p for d, n in erase.items()
-            for p in train_concepts(d, n, root, model, overrides, costs, config=config_file)]
+            for p in train_concepts(d, n, root, model, overrides(d), costs, config=config_file)]
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------------
@@ -405,7 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rescore", action="store_true", help="eval: score again what was scored (same images)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="training config override for every domain (smoke runs)")
+                        help="training config override for every domain; DOMAIN:KEY=VALUE for one domain "
+                             "(celebs, artists, explicit)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = []
