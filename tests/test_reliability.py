@@ -199,8 +199,8 @@ def test_2_overwrite_keeps_the_old_weights_until_the_new_ones_are_complete(train
 
     real_losses = training.loop.erase_losses
 
-    def poisoned(kv, resag, batch, bank):  # a run that fails after it has started training
-        losses = real_losses(kv, resag, batch, bank)
+    def poisoned(kv, resag, batch, bank, **options):  # a run that fails after it has started training
+        losses = real_losses(kv, resag, batch, bank, **options)
         losses["erase"] = losses["erase"] * float("nan")
         return losses
 

@@ -131,8 +131,8 @@ def test_non_finite_loss_stops_naming_concept_stage_and_step(tiny8, tmp_path, mo
     real_losses = training.loop.erase_losses
     calls = []
 
-    def poisoned(kv, resag, batch, bank):
-        losses = real_losses(kv, resag, batch, bank)
+    def poisoned(kv, resag, batch, bank, **options):
+        losses = real_losses(kv, resag, batch, bank, **options)
         calls.append(bank is not None)
         if bank is not None and calls.count(True) == 2:  # stage 2, step 2
             losses["erase"] = losses["erase"] * float("nan")
