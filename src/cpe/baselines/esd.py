@@ -38,11 +38,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from cpe.baselines.edit_file import read_edit_file, write_edit_file
 from cpe.core.network import cross_attention_modules
-from cpe.util.io import atomic_write
 
 FORMAT_NAME = "cpe-esd"
 FORMAT_VERSION = "1"
@@ -248,27 +247,19 @@ def train_esd(cfg, start: int = 0, end: int | None = None, settings: ESDSettings
 
 
 def save_esd(edit: ESDEdit, path: str | Path, overwrite: bool = False) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite a trained ESD edit (pass overwrite=True)")
-    tensors = {name: weight.float().contiguous().cpu() for name, weight in edit.weights.items()}
     metadata = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "method": METHOD,
-        "concepts": json.dumps(edit.concepts), "base_model": edit.base_model, "tensors": str(len(tensors)),
+        "concepts": json.dumps(edit.concepts), "base_model": edit.base_model, "tensors": str(len(edit.weights)),
         **edit.settings.as_metadata(), "info": json.dumps(edit.info, sort_keys=True, default=str),
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return write_edit_file(path, edit.weights, metadata, "ESD", overwrite)
 
 
 def read_esd(path: str | Path) -> ESDEdit:
-    from cpe.util.io import file_sha256, read_safetensors
+    from cpe.util.io import file_sha256
 
     path = Path(path)
-    tensors, meta = read_safetensors(path, ESDFileError, "ESD file")
-    if meta.get("format") != FORMAT_NAME:
-        raise ESDFileError(f"{path}: not an ESD file (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ESDFileError(f"{path}: ESD format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+    tensors, meta = read_edit_file(path, ESDFileError, "ESD", FORMAT_NAME, FORMAT_VERSION)
     if not tensors or str(len(tensors)) != meta.get("tensors"):
         raise ESDFileError(f"{path}: holds {len(tensors)} tensors, its metadata says {meta.get('tensors')}")
     try:

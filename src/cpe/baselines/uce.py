@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
+from cpe.baselines.edit_file import read_edit_file, write_edit_file
 from cpe.core.network import cross_attention_projections
-from cpe.util.io import atomic_write
 
 FORMAT_NAME = "cpe-uce"
 FORMAT_VERSION = "1"
@@ -187,10 +186,7 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
 
 
 def save_uce(edit: UCEEdit, path: str | Path, overwrite: bool = False) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite a trained UCE edit (pass overwrite=True)")
-    tensors = {name + DELTA_SUFFIX: delta.float().contiguous().cpu() for name, delta in edit.deltas.items()}
+    tensors = {name + DELTA_SUFFIX: delta for name, delta in edit.deltas.items()}
     s = edit.settings
     metadata = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "concepts": json.dumps(edit.concepts),
@@ -199,18 +195,14 @@ def save_uce(edit: UCEEdit, path: str | Path, overwrite: bool = False) -> Path:
         "lamb": str(s.lamb), "erase_scale": str(s.erase_scale), "preserve_scale": str(s.preserve_scale),
         "technique": "replace", "projections": "to_k,to_v", "info": json.dumps(edit.info, sort_keys=True, default=str),
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return write_edit_file(path, tensors, metadata, "UCE", overwrite)
 
 
 def read_uce(path: str | Path) -> UCEEdit:
-    from cpe.util.io import file_sha256, read_safetensors
+    from cpe.util.io import file_sha256
 
     path = Path(path)
-    tensors, meta = read_safetensors(path, UCEFileError, "UCE file")
-    if meta.get("format") != FORMAT_NAME:
-        raise UCEFileError(f"{path}: not a UCE file (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UCEFileError(f"{path}: UCE format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+    tensors, meta = read_edit_file(path, UCEFileError, "UCE", FORMAT_NAME, FORMAT_VERSION)
     odd = sorted(k for k in tensors if not k.endswith(DELTA_SUFFIX) or tensors[k].ndim != 2)
     if odd or not tensors:
         raise UCEFileError(f"{path}: unexpected tensor {odd[0] if odd else '(none)'}; expected <layer>{DELTA_SUFFIX}")
