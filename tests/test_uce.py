@@ -147,3 +147,15 @@ def test_train_uce_cli_writes_once_then_refuses(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "refusing to overwrite" in err and "\n" not in err
     assert train_uce.main(["--config", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_baseline_edit_paths_keep_concept_names_inside_the_output_root(tmp_path):
+    """A concept string from a config never becomes a path outside the output root (cpe.baselines.cli)."""
+    from cpe.baselines.cli import edit_path
+
+    path = edit_path(tmp_path, "uce_x", ["../../evil", "Adam Driver"], "uce.safetensors")
+    assert path.parent.parent == tmp_path / "uce_x" and path.name == "uce.safetensors"
+    assert path.parent.name.endswith("+adam_driver") and "/" not in path.parent.name
+    assert tmp_path.resolve() in path.resolve().parents
+    long = edit_path(tmp_path, "uce_x", [f"concept {i}" for i in range(100)], "uce.safetensors")
+    assert len(long.parent.name.encode()) <= 255
