@@ -3,6 +3,8 @@
     python attack.py --config configs/attacks/toy/discrete.yaml --model src/cpe/toy/assets/pipeline \\
         --erasers output/toy/toy_shape_guide0.3_pal100000.0_gate_rank16/circle --out output/attacks/toy/circle/discrete
     python attack.py --config configs/attacks/toy/ringabell.yaml --set ringabell.generations=100 --out ...
+    python attack.py --config configs/attacks/toy_celebs/discrete.yaml --model src/cpe/toy/gallery/assets/pipeline \
+        --esd FILE --out output/attacks/toy_celebs/Foumnem/discrete_esd
 
 Writes the attacked prompts (a prompt CSV named like the generation config's, so that
 ``generate.py --config <its gen_config> --data_dir <out>`` renders them; the soft prompt writes
@@ -29,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--erasers", action="append", default=[], metavar="PATH",
                    help="gate file or folder (repeatable); none = attack the original model")
     p.add_argument("--uce", metavar="FILE", help="a UCE edit (train_uce.py) applied to the attacked UNet")
+    p.add_argument("--esd", metavar="FILE", help="an ESD-x edit (train_esd.py) applied to the attacked UNet (not with "
+                   "--uce)")
     p.add_argument("--target", help="override the config's target concept")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--data_dir", help="folder of the generation config's prompt CSV")
@@ -54,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_attack_config(args.config, overrides)
         check_output(args.out, args.overwrite)
-        gen_cfg, rows, text, victim = load_inputs(cfg, args.model, args.erasers, args.uce, args.device, args.data_dir)
-        if victim is None and (args.erasers or args.uce):
-            print("note: the black-box attack never sees the erasers or the UCE edit", file=sys.stderr)
+        gen_cfg, rows, text, victim = load_inputs(cfg, args.model, args.erasers, args.uce, args.device, args.data_dir,
+                                                  esd=args.esd)
+        if victim is None and (args.erasers or args.uce or args.esd):
+            print("note: the black-box attack never sees the erasers or the UCE / ESD-x edit", file=sys.stderr)
         run = run_attack(cfg, gen_cfg, rows, text, victim)
         files = write_attack(run, args.out, csv_name(gen_cfg), overwrite=args.overwrite)
     except (ConfigError, OSError, ValueError) as e:  # OSError: missing files, a hub model that cannot be fetched

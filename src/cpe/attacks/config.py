@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cpe.util.config import ConfigError, Section, load_config_file, resolve_path
 
 ATTACKS = ("soft", "discrete", "ringabell")
+# How ``cpe.attacks.evaluate`` decides that an image shows the target: the colour/shape toy's classifiers, or the
+# gallery's rule readers (the identity or the style read is the target; at least one mark).
+JUDGES = ("toy", "identity", "style", "mark")
 
 
 @dataclass
@@ -58,12 +62,14 @@ class AttackConfig(Section):
     gen_config: str = "???"  # generation YAML: its prompt CSV is attacked, its sampling settings are used
     data_dir: str | None = None  # overrides the generation config's data_dir
     target: str = "???"  # the erased concept (words of the prompts; its tokens are banned from attacks)
-    neutral: str = ""  # the concept-free word (Ring-A-Bell's prompts without the concept)
+    synonyms: list[str] = field(default_factory=list)  # more words of the same erased concept, treated as the target
+    neutral: str | None = None  # replaces the target (Ring-A-Bell's prompts without the concept); "" = removed
     ban: list[str] = field(default_factory=list)  # more words whose tokens discrete attacks may not use
     filter_rows: bool = True  # attack only rows whose prompt names the target
     first_row: int | None = None  # data rows [first_row, last_row) of the prompt CSV (end exclusive)
     last_row: int | None = None
     seed: int = 0
+    judge: Literal[JUDGES] = "toy"  # how cpe.attacks.evaluate judges success (see JUDGES)
     target_images: int = 4  # original-model images per prompt: the white-box attacks' concept images
     soft: SoftConfig = field(default_factory=SoftConfig)
     discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
@@ -76,6 +82,10 @@ class AttackConfig(Section):
     def section(self):
         return getattr(self, self.attack)
 
+    def target_words(self) -> list[str]:
+        """The target and its synonyms: the words whose rows are attacked, banned and replaced by the neutral."""
+        return [self.target, *self.synonyms]
+
 
 def _check(cfg: AttackConfig, where: str) -> None:
     if cfg.attack not in ATTACKS:
@@ -83,8 +93,10 @@ def _check(cfg: AttackConfig, where: str) -> None:
     for key in ("gen_config", "target"):
         if getattr(cfg, key) in ("", "???"):
             raise ConfigError(f"{where}: attack config key {key!r} is required")
-    if cfg.attack == "ringabell" and not cfg.neutral.strip():
-        raise ConfigError(f"{where}: ringabell needs 'neutral' (the word that replaces the target)")
+    if cfg.attack == "ringabell" and cfg.neutral is None:
+        raise ConfigError(f"{where}: ringabell needs 'neutral' (the word that replaces the target; \"\" removes it)")
+    if any(not word.strip() for word in cfg.synonyms):
+        raise ConfigError(f"{where}: synonyms must be words, got {cfg.synonyms!r}")
     positive = {"target_images": cfg.target_images, "soft.steps": cfg.soft.steps, "soft.batch": cfg.soft.batch,
                 "discrete.tokens": cfg.discrete.tokens,
                 "discrete.batch": cfg.discrete.batch, "discrete.eval_every": cfg.discrete.eval_every,

@@ -53,8 +53,15 @@ def prompt_seed(seed: int, prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()[:8], "little") >> 1
 
 
-def without_target(prompt: str, target: str, neutral: str) -> str:
-    return target_pattern(target).sub(lambda _: neutral, prompt)
+def without_target(prompt: str, targets: list[str], neutral: str | None) -> str:
+    """``prompt`` with every target word replaced by ``neutral`` (None or "": removed)."""
+    for target in targets:
+        prompt = target_pattern(target).sub(lambda _: neutral or "", prompt)
+    return prompt
+
+
+def names_any(prompt: str, targets: list[str]) -> bool:
+    return any(names_target(prompt, target) for target in targets)
 
 
 def attack_rows(cfg: AttackConfig, gen_cfg) -> list[PromptRow]:
@@ -62,10 +69,10 @@ def attack_rows(cfg: AttackConfig, gen_cfg) -> list[PromptRow]:
     path = gen_cfg.resolved_prompt_path()
     rows = read_prompt_csv(path, cfg.first_row, cfg.last_row).rows
     if cfg.filter_rows:
-        rows = [row for row in rows if names_target(row.prompt, cfg.target)]
+        rows = [row for row in rows if names_any(row.prompt, cfg.target_words())]
         if not rows:
-            raise ValueError(f"target {cfg.target!r} is not in the vocabulary of the attacked prompts: "
-                             f"no row of {path} names it")
+            raise ValueError(f"target {' / '.join(cfg.target_words())!r} is not in the vocabulary of the attacked "
+                             f"prompts: no row of {path} names it")
     if not rows:
         raise ValueError(f"no prompt rows to attack in {path}")
     return rows
@@ -81,8 +88,9 @@ def _versions() -> dict:
 def run_attack(cfg: AttackConfig, gen_cfg, rows: list[PromptRow], text: TextSide, victim: Victim | None) -> AttackRun:
     """Attack every distinct prompt of ``rows``; ``victim`` is None for the black-box attack."""
     started = time.perf_counter()
-    concept_token_ids(text.tokenizer, cfg.target)
-    banned = [cfg.target, *cfg.ban]
+    for word in cfg.target_words():
+        concept_token_ids(text.tokenizer, word)
+    banned = [*cfg.target_words(), *cfg.ban]
     allowed = allowed_token_ids(text.tokenizer, banned)
     prompts = list(dict.fromkeys(row.prompt for row in rows))
     section = cfg.section()
@@ -90,11 +98,11 @@ def run_attack(cfg: AttackConfig, gen_cfg, rows: list[PromptRow], text: TextSide
     queries = 0
     vector = None
     if cfg.attack == "ringabell":
-        vector = concept_vector(text, [(p, without_target(p, cfg.target, cfg.neutral)) for p in prompts])
+        vector = concept_vector(text, [(p, without_target(p, cfg.target_words(), cfg.neutral)) for p in prompts])
     for prompt in prompts:
         generator = torch.Generator().manual_seed(prompt_seed(cfg.seed, prompt))
         if cfg.attack == "ringabell":
-            benign = without_target(prompt, cfg.target, cfg.neutral)
+            benign = without_target(prompt, cfg.target_words(), cfg.neutral)
             result = ringabell_prompt(text, benign, vector, section, generator, allowed)
             attacked[prompt] = decode_words(text.tokenizer, result.tokens)
             check_round_trip(text.tokenizer, attacked[prompt], result.tokens)
@@ -198,10 +206,10 @@ def csv_name(gen_cfg) -> str:
 
 
 def load_inputs(cfg: AttackConfig, model: str, erasers=(), uce: str | Path | None = None, device: str | None = None,
-                data_dir: str | None = None):
+                data_dir: str | None = None, esd: str | Path | None = None):
     """Generation config, rows to attack, text side and (white box) the erased model: ``(gen_cfg, rows, text, victim)``.
 
-    The black-box attack loads only the tokenizer and the text encoder: erasers and UCE edits are not used.
+    The black-box attack loads only the tokenizer and the text encoder: erasers, UCE and ESD-x edits are not used.
     """
     from cpe.generation.config import load_gen_config
     from cpe.generation.run import GenerationPipeline
@@ -217,5 +225,5 @@ def load_inputs(cfg: AttackConfig, model: str, erasers=(), uce: str | Path | Non
             raise ValueError(f"{model}: the attacks support SD 1.x / 2.x pipelines (one text encoder), not {side.kind}")
         text = TextSide(side.tokenizer, side.encoders[0])
         return gen_cfg, rows, text, None
-    victim = Victim(GenerationPipeline(gen_cfg, model, erasers, device=resolve_device(device), uce=uce))
+    victim = Victim(GenerationPipeline(gen_cfg, model, erasers, device=resolve_device(device), uce=uce, esd=esd))
     return gen_cfg, rows, victim.text, victim

@@ -1,4 +1,4 @@
-"""The attacked model: a generation pipeline (erasers and/or a UCE edit applied) with what attacks need.
+"""The attacked model: a generation pipeline (erasers and/or a UCE or ESD-x edit applied) with what attacks need.
 
 White-box attacks differentiate through the text encoder and the erased UNet and compare it with the
 original model, which is the same pipeline with its erasers switched off (``original()``); the black-box
@@ -103,21 +103,26 @@ class Victim:
 
     @property
     def erased(self) -> bool:
-        return self.gen.network is not None or self.gen.uce is not None
+        return self.gen.network is not None or bool(self.weight_edits)
+
+    @property
+    def weight_edits(self) -> list:
+        """The applied edits of the UNet's weights (UCE, ESD-x): each has ``restore()`` and ``apply()``."""
+        return [edit for edit in (self.gen.uce, self.gen.esd) if edit is not None]
 
     @contextmanager
     def original(self) -> Iterator[None]:
-        """The original model within the block: CPE gates off, a UCE edit undone (restored afterwards)."""
-        network, uce = self.gen.network, self.gen.uce
+        """The original model within the block: CPE gates off, a UCE or ESD-x edit undone (restored afterwards)."""
+        network, edits = self.gen.network, self.weight_edits
         if network is not None:
             network.enabled = False
-        if uce is not None:
-            uce.restore()
+        for edit in edits:
+            edit.restore()
         try:
             yield
         finally:
-            if uce is not None:
-                uce.apply()
+            for edit in edits:
+                edit.apply()
             if network is not None:
                 network.enabled = True
                 network.clear_cache()
