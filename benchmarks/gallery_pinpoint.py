@@ -10,12 +10,13 @@ concepts and other words? The paper's settings (``train.yaml``) against the pinp
 (``--phase all`` runs the five in turn; the phases exist so that training and the original model's images, or the
 evaluations of two configs, can run side by side in two processes. The committed results also hold
 ``train_context_with_phrases``: ``train_context.yaml`` with ``--set context.words=context_words.csv``, its erasers,
-images and scores renamed from ``train_context``; render with ``--configs train train_context
-train_context_with_phrases``.) Erasers are trained with the domain configs
-``configs/toy_<domain>/<config>.yaml`` and ``train.seed`` = each of ``--seeds`` into
-``<out>/erasers/<config>/seed<k>``. Evaluations (each image scored by the gallery readers on what its prompt
-names, so identity, style and marks are read on the same image; sets from ``cpe.toy.gallery.domain_files`` and
-``cpe.toy.gallery.compose``):
+images and scores renamed from ``train_context`` when its identity guidance was 0.3; and
+``train_context_g03``, that previous version: ``--configs train_context_g03=train_context
+--set celebs:train.guidance=0.3``. Render with ``--configs train train_context train_context_g03
+train_context_with_phrases``.) Erasers are trained with the domain configs ``configs/toy_<domain>/<config>.yaml``
+and ``train.seed`` = each of ``--seeds`` into ``<out>/erasers/<config>/seed<k>``. Evaluations (each image scored
+by the gallery readers on what its prompt names, so identity, style and marks are read on the same image; sets
+from ``cpe.toy.gallery.domain_files`` and ``cpe.toy.gallery.compose``):
 
 * ``single``: one identity eraser (identities ``--singles``) alone: its identity in plain portraits (20) and in
   styled portraits (16), against the floors (the original model's "a person" in the same prompts); the other

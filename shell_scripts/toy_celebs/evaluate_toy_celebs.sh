@@ -7,6 +7,7 @@
 #   EXPERIMENTS="original my_experiment" bash shell_scripts/toy_celebs/evaluate_toy_celebs.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-GUIDE=${GUIDE:-0.3} PAL=${PAL:-100000.0} GATE_RANK=${GATE_RANK:-16}
+case "${CONFIG:-}" in *train_context.yaml) GUIDE=${GUIDE:-1.0} ;; *) GUIDE=${GUIDE:-0.3} ;; esac  # train_context.yaml trains at 1.0
+PAL=${PAL:-100000.0} GATE_RANK=${GATE_RANK:-16}
 DOMAIN=toy_celebs
 source shell_scripts/common/evaluate_toy_gallery.sh

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 GEN_CONFIG=${GEN_CONFIG:-configs/toy_celebs/gen/erased.yaml}
-GUIDE=${GUIDE:-0.3}
+case "${CONFIG:-}" in *train_context.yaml) GUIDE=${GUIDE:-1.0} ;; *) GUIDE=${GUIDE:-0.3} ;; esac  # train_context.yaml trains at 1.0
 PAL=${PAL:-100000.0}
 GATE_RANK=${GATE_RANK:-16}
 DOMAIN=toy_celebs

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-GUIDE=${GUIDE:-0.3}
+case "${CONFIG:-}" in *train_context.yaml) GUIDE=${GUIDE:-1.0} ;; *) GUIDE=${GUIDE:-0.3} ;; esac  # train_context.yaml trains at 1.0
 PAL=${PAL:-100000.0}
 GATE_RANK=${GATE_RANK:-16}
 LEAKAGE=${LEAKAGE:-configs/toy_celebs/prompts/erased.csv configs/toy_celebs/prompts/remained.csv configs/toy_celebs/prompts/generic.csv configs/toy_celebs/prompts/artist.csv configs/toy_celebs/prompts/coco.csv}

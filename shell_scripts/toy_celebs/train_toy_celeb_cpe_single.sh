@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 
 CONFIG=${CONFIG:-configs/toy_celebs/train.yaml}
 GATE_RANK=${GATE_RANK:-16}
-GUIDE=${GUIDE:-0.3}
+case "${CONFIG:-}" in *train_context.yaml) GUIDE=${GUIDE:-1.0} ;; *) GUIDE=${GUIDE:-0.3} ;; esac  # train_context.yaml trains at 1.0
 PAL=${PAL:-100000}
 END_IDX=${END_IDX:-20}      # exclusive
 OUTPUT=${OUTPUT:-output/toy_celebs}
