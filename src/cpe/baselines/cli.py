@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from cpe.training.config import TrainConfig, load_train_config
-from cpe.training.prompts import load_concepts
+from cpe.training.run import selected_concepts
 from cpe.util.config import ConfigError, command_line_model
 from cpe.util.names import FOLDER_MAX_BYTES, bounded, folder_name
 
@@ -56,8 +56,8 @@ def run_baseline(args: argparse.Namespace, what: str, experiment: str, file_name
             check()
         cfg = load_train_config(args.config, overrides)
         root = Path(args.output) if args.output else cfg.path(cfg.save.root)
-        concepts = load_concepts(cfg.path(cfg.prompts.concepts), cfg.prompts.neutral, cfg.train.guidance)
-        path = edit_path(root, experiment, [c.target for c in concepts[args.st_idx : end]], file_name)
+        concepts = selected_concepts(cfg, args.st_idx, end)
+        path = edit_path(root, experiment, [c.target for c in concepts], file_name)
         if path.exists() and not args.overwrite:
             raise FileExistsError(f"{path} exists; refusing to overwrite a trained {what} edit (pass --overwrite)")
         edit = train(cfg, args.st_idx, end, torch.device(args.device))

@@ -203,14 +203,12 @@ class ESDTrainer:
 
 def concept_prompts(cfg, start: int = 0, end: int | None = None) -> tuple[list, list[str]]:
     """Concepts ``[start, end)`` of a CPE training config and every template filled with each of them."""
-    from cpe.training import concept_range, read_prompt_lists
-    from cpe.training.prompts import erase_pairs, load_concepts, unique
+    from cpe.training import read_prompt_lists, selected_concepts
+    from cpe.training.prompts import erase_pairs, unique
 
-    p = cfg.prompts
-    source = cfg.path(p.concepts)
-    concepts = concept_range(load_concepts(source, p.neutral, cfg.train.guidance), start, end, str(source))
+    concepts = selected_concepts(cfg, start, end)
     templates = read_prompt_lists(cfg).templates
-    prompts = unique([old for c in concepts for old, _ in erase_pairs(c, templates, p.placeholder)])
+    prompts = unique([old for c in concepts for old, _ in erase_pairs(c, templates, cfg.prompts.placeholder)])
     return concepts, prompts
 
 

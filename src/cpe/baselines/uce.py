@@ -154,15 +154,14 @@ def train_uce(cfg, start: int = 0, end: int | None = None, settings: UCESettings
     """
     from cpe.core.network import layer_name
     from cpe.models.loading import TextSide, load_cross_attention_weights, model_record
-    from cpe.training import concept_range, read_prompt_lists
+    from cpe.training import read_prompt_lists, selected_concepts
     from cpe.training.anchors import templated_pool
-    from cpe.training.prompts import erase_pairs, load_concepts, unique
+    from cpe.training.prompts import erase_pairs, unique
 
     started = time.perf_counter()
     settings = settings or UCESettings()
     p = cfg.prompts
-    concepts = concept_range(load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance), start, end,
-                             str(cfg.path(p.concepts)))
+    concepts = selected_concepts(cfg, start, end)
     side = read_prompt_lists(cfg)
     erased = {c.target.lower() for c in concepts}
     pairs = [pair for c in concepts for pair in erase_pairs(c, side.templates, p.placeholder)]

@@ -28,11 +28,12 @@ from cpe.training.data import (
 )
 from cpe.training.files import CHECKPOINT, LOG_FILE, ConceptPaths, TrainingError, fingerprint
 from cpe.training.loop import BatchTrainer, Phase, RunLog, adversarial_phase, erase_phase, make_optimizer, run_phase
-from cpe.training.run import TrainSummary, batches, concept_range, describe, plan, train
+from cpe.training.run import TrainSummary, batches, concept_range, describe, plan, selected_concepts, train
 
 __all__ = [
     "CHECKPOINT", "LOG_FILE", "BatchTrainer", "ConceptData", "ConceptPaths", "FrozenModel", "Phase", "PromptSide",
     "RunLog", "TrainSummary", "TrainingError", "adversarial_phase", "anchor_prompts", "batches", "concept_range",
     "concept_seed", "describe", "encode_prompt_side", "erase_phase", "fingerprint", "load_frozen",
-    "load_prompt_side", "make_optimizer", "plan", "prepare_batch", "read_prompt_lists", "run_phase", "train",
+    "load_prompt_side", "make_optimizer", "plan", "prepare_batch", "read_prompt_lists", "run_phase",
+    "selected_concepts", "train",
 ]

@@ -42,6 +42,16 @@ def concept_range(concepts: Sequence[Concept], start: int, end: int | None, sour
     return list(concepts[start:end])
 
 
+def selected_concepts(cfg: TrainConfig, start: int, end: int | None,
+                      guidance_override: float | None = None) -> list[Concept]:
+    """Concepts ``[start, end)`` of the config's concept list (each with its guidance, or ``guidance_override``)."""
+    p = cfg.prompts
+    concepts = load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance)
+    if guidance_override is not None:
+        concepts = [dataclasses.replace(c, guidance=guidance_override) for c in concepts]
+    return concept_range(concepts, start, end, str(cfg.path(p.concepts)))
+
+
 Job = tuple[Concept, dict | None, bool]  # concept, the checkpoint it resumes from, trained in a staging folder
 
 
@@ -122,11 +132,7 @@ def train(cfg: TrainConfig, start: int = 0, end: int | None = None, resume: bool
 
     begin = time.perf_counter()
     state = PartialState(cpu=cfg.model.device == "cpu")
-    p = cfg.prompts
-    concepts = load_concepts(cfg.path(p.concepts), p.neutral, cfg.train.guidance)
-    if guidance_override is not None:
-        concepts = [dataclasses.replace(c, guidance=guidance_override) for c in concepts]
-    selected = concept_range(concepts, start, end, str(cfg.path(p.concepts)))
+    selected = selected_concepts(cfg, start, end, guidance_override)
     lists = read_prompt_lists(cfg)
     check_model_source(cfg.model_path())
     check_writable_folder(cfg.output_dir())
