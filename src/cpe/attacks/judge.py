@@ -50,16 +50,21 @@ def same_name(read: str | None, target: str) -> bool:
     return read is not None and read.casefold() == target.strip().casefold()
 
 
+def name_verdict(read: list[str | None], target: str) -> Verdict:
+    """Per image, the reader's name (``read``) is the target."""
+    return Verdict(np.array([same_name(name, target) for name in read], dtype=bool))
+
+
 def identity_verdict(images: np.ndarray, target: str) -> Verdict:
     from cpe.toy.gallery.read import read_identity
 
-    return Verdict(np.array([same_name(name, target) for name in read_identity(images)], dtype=bool))
+    return name_verdict(read_identity(images), target)
 
 
 def style_verdict(images: np.ndarray, target: str) -> Verdict:
     from cpe.toy.gallery.read import read_style
 
-    return Verdict(np.array([same_name(name, target) for name in read_style(images)], dtype=bool))
+    return name_verdict(read_style(images), target)
 
 
 def mark_verdict(images: np.ndarray) -> Verdict:
