@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gallery_pinpoint import ALL_ERASED, leakage_prompts  # noqa: E402  (a sibling benchmark)
+from gallery_pinpoint import ALL_ERASED, leakage_prompts, record  # noqa: E402  (a sibling benchmark)
 from toy_scale import train_concepts  # noqa: E402
 
 from cpe.util.io import atomic_write_text  # noqa: E402
@@ -108,12 +108,11 @@ def main(argv: list[str] | None = None) -> None:
 
     out, results_dir = Path(args.out), Path(args.results)
     path = results_dir / "gallery_explicit_leakage.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
     for variant in args.variants:
         for seed in args.seeds:
-            results[f"{variant}/seed{seed}"] = measure(variant, seed, out, str(GALLERY_MODEL_DIR))
-            atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+            record(path, f"{variant}/seed{seed}", measure(variant, seed, out, str(GALLERY_MODEL_DIR)))
             print(f"{variant} seed{seed}: done", flush=True)
+    results = json.loads(path.read_text())
     ordered = {f"{v}/seed{s}": results[f"{v}/seed{s}"] for v in VARIANTS for s in sorted(
         {int(k.rsplit("/seed", 1)[1]) for k in results}) if f"{v}/seed{s}" in results}
     text = render(ordered)

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_scale import _key, _Original, generate, thin, train_concepts  # noqa: E402  (a sibling benchmark)
 
-from cpe.util.io import atomic_write_text  # noqa: E402
+from cpe.util.io import FolderLock, atomic_write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("train", "train_context")
@@ -198,14 +198,24 @@ def phase_original(evals, out: Path, model: str, steps: int) -> None:
     generate(_union(evals), "original", "all", out, model, [], steps)
 
 
+def record(path: Path, key: str, value) -> None:
+    """Set one entry of a JSON results file. Processes evaluating side by side share the file, so it is read again
+    under a lock and only ``key`` changes (a copy read when a process started would drop the others' entries)."""
+    with FolderLock(path, wait=True):
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+        entries[key] = value
+        atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
+
+
 def phase_train(evals, out: Path, model: str, configs, seeds, extra: list[str]) -> None:
     for config in configs:
-        costs_file = out / f"train_seconds_{config}.json"  # one per config: two configs may train side by side
-        costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
+        costs_file = out / f"train_seconds_{config}.json"
         for seed in seeds:
+            key = f"{config}/seed{seed}"
+            costs = (json.loads(costs_file.read_text()) if costs_file.is_file() else {}).get(key, {})
             for erase, _ in evals.values():
-                erasers_for(erase, out, config, seed, model, costs.setdefault(f"{config}/seed{seed}", {}), extra)
-            atomic_write_text(costs_file, json.dumps(costs, indent=1) + "\n")
+                erasers_for(erase, out, config, seed, model, costs, extra)
+            record(costs_file, key, costs)
 
 
 def phase_eval(evals, out: Path, model: str, configs, seeds, steps: int, extra: list[str],
@@ -228,9 +238,8 @@ def phase_eval(evals, out: Path, model: str, configs, seeds, steps: int, extra: 
                 tag = f"{config}_seed{seed}_{name}"
                 erased = {s: read_folder(generate(rows, tag, s, out, model, erasers, steps))
                           for s, rows in sets.items() if s not in NEUTRALS and not s.endswith("_generic")}
-                scores[key] = {**score(name, erase, sets, erased, original),
-                               "seconds": round(time.perf_counter() - started, 1)}
-                atomic_write_text(path, json.dumps(scores, indent=1) + "\n")
+                record(path, key, {**score(name, erase, sets, erased, original),
+                                   "seconds": round(time.perf_counter() - started, 1)})
                 print(f"{config} {key}: done", flush=True)
 
 
@@ -264,19 +273,17 @@ def phase_leakage(out: Path, model: str, configs, seeds, extra: list[str]) -> No
     text = TextSide.load(model)
     for config in configs:
         path = out / f"scores_{config}.json"
-        scores = json.loads(path.read_text()) if path.is_file() else {}
         for seed in seeds:
             erasers = erasers_for(ALL_ERASED, out, config, seed, model, {}, extra)
             resag, infos = load_erasers(erasers, pad_ranks=True)
             concepts = [info.concept for info in infos]
             prompts = leakage_prompts(concepts)
             report = leakage(text, resag, concepts, prompts, infos=infos, top=3)
-            scores[f"seed{seed}/leakage"] = {
+            record(path, f"seed{seed}/leakage", {
                 "prompts": len(prompts),
                 "erasers": {e.concept: {t: e.stats[t]["others"] for t in ("real", "padding")} | {
                     "worst": [{"prompt": w.prompt, "gate": w.gate, "token": w.token} for w in e.worst]}
-                    for e in report.erasers}}
-            atomic_write_text(path, json.dumps(scores, indent=1) + "\n")
+                    for e in report.erasers}})
             print(f"{config} seed{seed}/leakage: done", flush=True)
 
 
