@@ -190,3 +190,27 @@ def test_attacks_run_on_an_sd_shaped_pipeline(tiny_pipeline_dir, tmp_path):
             assert len(ids) == 5 + 5 and not set(ids[:5]) & banned
         else:
             assert run.prompt_embeds.shape == (1, 16, 32)
+
+
+def test_words_from_keeps_only_whole_word_tokens_of_the_files_and_errors_in_one_line(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from cpe.attacks.vocab import read_words, restrict_to_words
+    from cpe.util.config import ConfigError
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOY_MODEL_DIR, subfolder="tokenizer")
+    csv_file = tmp_path / "prompts.csv"
+    csv_file.write_text("prompt,evaluation_seed\nA red circle,0\na Blue zzqqxx,1\n")
+    text_file = tmp_path / "words.txt"
+    text_file.write_text("green, square!\n")
+    words = read_words(csv_file) + read_words(text_file)
+    assert words == ["a", "red", "circle", "a", "blue", "zzqqxx", "green", "square"]  # not the CSV's header
+    allowed = allowed_token_ids(tokenizer, ["red"])
+    kept = restrict_to_words(tokenizer, allowed, words, "test")
+    names = sorted(tokenizer.convert_ids_to_tokens(kept.tolist()))
+    assert names == ["a</w>", "blue</w>", "circle</w>", "green</w>", "square</w>"]  # red banned, zzqqxx split
+    with pytest.raises(ValueError, match="none of its words"):
+        restrict_to_words(tokenizer, allowed, ["red", "zzqqxx"], "my.csv")
+    with pytest.raises(ConfigError) as error:
+        load_attack_config(CONFIGS / "ringabell.yaml", [f"ringabell.words_from=[{tmp_path / 'missing.csv'}]"])
+    assert "ringabell.words_from: no file" in str(error.value) and "\n" not in str(error.value)

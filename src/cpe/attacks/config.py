@@ -48,6 +48,9 @@ class RingABellConfig(Section):
     eta: float = 3.0  # strength of the concept vector added to the benign prompt's embedding
     length: int | None = None  # searched tokens; None = as many as the benign prompt has
     vocabulary: int | None = None  # search a random sample of this many allowed tokens (None = all of them)
+    # search only the words of these files (prompt CSVs: their "prompt" column; other files: all their text), paths
+    # relative to the attack config: the model's own words, e.g. its captions or the prompts users type
+    words_from: list[str] = field(default_factory=list)
     screen: int = 32  # per position, mutations draw from the this many best single-token substitutions (0 = all)
     population: int = 64
     generations: int = 50
@@ -115,9 +118,16 @@ def _check(cfg: AttackConfig, where: str) -> None:
             raise ConfigError(f"{where}: ringabell.{key} must be >= 1 or null")
 
 
+def _check_words_from(cfg: AttackConfig, where: str) -> None:
+    for value in cfg.ringabell.words_from:
+        if not cfg.path(value).is_file():
+            raise ConfigError(f"{where}: ringabell.words_from: no file {cfg.path(value)}")
+
+
 def load_attack_config(path: str | Path, overrides: list[str] | None = None) -> AttackConfig:
     """Read an attack YAML, apply ``key.path=value`` overrides, validate everything (types and choices by
     ``cpe.util.config.Section``, as every config of the project; the rules across keys by ``_check``)."""
     cfg = load_config_file(AttackConfig, path, overrides)
     _check(cfg, str(path))
+    _check_words_from(cfg, str(path))
     return cfg

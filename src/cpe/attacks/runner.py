@@ -29,7 +29,14 @@ from cpe.attacks.discrete import discrete_prompt
 from cpe.attacks.ringabell import concept_vector, ringabell_prompt
 from cpe.attacks.soft import soft_prompt
 from cpe.attacks.victim import TextSide, Victim
-from cpe.attacks.vocab import allowed_token_ids, check_round_trip, concept_token_ids, decode_words
+from cpe.attacks.vocab import (
+    allowed_token_ids,
+    check_round_trip,
+    concept_token_ids,
+    decode_words,
+    read_words,
+    restrict_to_words,
+)
 from cpe.generation.prompt_csv import GUIDANCE_COLUMN, PromptRow, read_prompt_csv
 from cpe.training.prompts import names_target, target_pattern
 from cpe.util.io import atomic_write, atomic_write_text
@@ -97,6 +104,11 @@ def run_attack(cfg: AttackConfig, gen_cfg, rows: list[PromptRow], text: TextSide
     results, attacked, per_prompt = {}, {}, []
     queries = 0
     vector = None
+    if cfg.attack == "ringabell" and cfg.ringabell.words_from:
+        paths = [cfg.path(p) for p in cfg.ringabell.words_from]
+        words = [w for p in paths for w in read_words(p)]
+        where = "ringabell.words_from " + ", ".join(map(str, paths))
+        allowed = restrict_to_words(text.tokenizer, allowed, words, where)
     if cfg.attack == "ringabell":
         vector = concept_vector(text, [(p, without_target(p, cfg.target_words(), cfg.neutral)) for p in prompts])
     for prompt in prompts:

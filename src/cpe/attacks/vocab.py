@@ -8,8 +8,11 @@ letters ban only themselves) and the banned words' own tokens.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -52,6 +55,28 @@ def allowed_token_ids(tokenizer, banned: Sequence[str]) -> Tensor:
     if not ids:
         raise ValueError("no vocabulary token is left once the banned words are removed")
     return torch.tensor(sorted(ids))
+
+
+def read_words(path: str | Path) -> list[str]:
+    """The lower-case words of a file: a CSV with a ``prompt`` column gives its prompts' words, any other file all of
+    its text's."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames and "prompt" in reader.fieldnames:
+            return _words([row["prompt"] or "" for row in reader])
+    return _words([text])
+
+
+def restrict_to_words(tokenizer, allowed: Tensor, words: Sequence[str], where: str) -> Tensor:
+    """The ``allowed`` ids that are one of ``words`` as a whole-word token (a word the tokenizer splits is left
+    out: the attacks write one token per word); none left is an error naming ``where``."""
+    vocab = tokenizer.get_vocab()
+    wanted = {vocab[w + WORD_SUFFIX] for w in set(words) if w + WORD_SUFFIX in vocab}
+    kept = allowed[torch.tensor([int(i) in wanted for i in allowed], dtype=torch.bool)]
+    if not len(kept):
+        raise ValueError(f"{where}: none of its words is an allowed whole-word token")
+    return kept
 
 
 def decode_words(tokenizer, ids: Sequence[int]) -> str:
