@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", help="gallery pipeline folder (default: cpe.toy.gallery.GALLERY_MODEL_DIR)")
     parser.add_argument("--out", help="erasers, prompts, images (default: output/toy_scale, output/toy_scale_world "
                                       "with --anchor-pool world)")
+    parser.add_argument("--erasers", help="root the erasers are trained into or reused from (default: --out); e.g. "
+                                          "gallery_pinpoint.py's output/gallery_pinpoint/erasers/train_context/seed0 "
+                                          "with --set train.seed=0")
     parser.add_argument("--config", default="train", help="training config of every domain: configs/toy_<domain>/"
                                                           "<config>.yaml (train_context: the pinpoint options)")
     parser.add_argument("--anchor-pool", choices=list(POOLS), default="domain",
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: no gallery pipeline at {args.model} (python -m cpe.toy.gallery.build --out DIR)")
     suffix = ("" if args.anchor_pool == "domain" else f"_{args.anchor_pool}") + (
         "" if args.config == "train" else f"_{args.config.removeprefix('train_')}")
-    out = Path(args.out or REPO / "output" / f"toy_scale{suffix}")
+    out = Path(args.out or REPO / "output" / f"toy_scale{suffix}").resolve()  # save.root resolves against the config
     results_dir = Path(args.results)
     overrides = [*([f"train.iterations={args.iterations}"] if args.iterations else []), *args.set]
     rows = plan_rows(args.identities, args.artists, None if args.no_combined else args.combined)
@@ -315,7 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
         for domain, n in row["erase"].items():
             need[domain] = max(need.get(domain, 0), n)
     started = time.perf_counter()
-    gates = {d: train_concepts(d, n, out, args.model, overrides, costs, args.anchor_pool, args.config)
+    erasers_root = Path(args.erasers).resolve() if args.erasers else out
+    gates = {d: train_concepts(d, n, erasers_root, args.model, overrides, costs, args.anchor_pool, args.config)
              for d, n in need.items()}
     atomic_write_text(costs_file, json.dumps(costs, indent=1) + "\n")
     train_seconds = time.perf_counter() - started
@@ -345,9 +349,10 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             erased[subset] = read_folder(generate(prompt_rows, name, subset, out, args.model, erasers, args.steps))
         scored.append({**score_row(row, sets, erased, original, costs),
-                       "erasers": [str(p.relative_to(out)) for p in erasers]})
+                       "erasers": [str(p.relative_to(erasers_root)) for p in erasers]})
         print(f"{row['name']}: done", flush=True)
     results = {"model": args.model, "steps": args.steps, "limit": args.limit, "overrides": overrides,
+               "erasers_root": str(erasers_root),
                "config": args.config,
                "anchor_pool": args.anchor_pool,
                "fd_chance": {"value": fd_chance, "n": len(coco), "seed_offset": RESEED},

@@ -204,3 +204,39 @@ def test_attack_cli_refuses_uce_with_esd_in_one_line(foumnem_edits, tmp_path, ca
     assert attack_cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--uce and --esd" in err and "\n" not in err
+
+
+def _robustness_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gallery_robustness", REPO / "benchmarks" / "gallery_robustness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_robustness_benchmark_floor_prompts_drop_every_target_word_and_the_table_follows_its_cells():
+    from cpe.generation.prompt_csv import PromptRow
+
+    bench = _robustness_benchmark()
+    rows = [PromptRow(0, "a cyan tent, nudity", 3, None), PromptRow(1, "Naked a photo of Vaemel, Erotic", 4, None),
+            PromptRow(2, "a portrait of Foumnem", 5, None)]
+    floor = bench.neutral_rows(rows[:2], ["nudity", "naked", "erotic", "sexual"], "")
+    assert [r.prompt for r in floor] == ["a cyan tent", "a photo of Vaemel"] and [r.seed for r in floor] == [3, 4]
+    assert bench.neutral_rows(rows[2:], ["Foumnem"], "a person")[0].prompt == "a portrait of a person"
+
+    def cell(model, seed, pre, soft, kept):
+        return {"target": "Foumnem", "domain": "celebs", "model": model, "seed": seed,
+                "pre": {"asr": pre, "n": 5}, "floor": {"asr": 0.0, "n": 5},
+                "post": {"soft": {"asr": soft, "n": 5}}, "budget": {"soft": {"queries": 860, "seconds": 10.0,
+                                                                              "query_unit": "UNet"}},
+                "retention": {"identities": {"value": kept, "n": 50}, "styles": {"value": 0.9, "n": 44}}}
+
+    table = bench.summarise([cell("original", 0, 1.0, 1.0, 1.0), cell("cpe", 0, 0.0, 0.8, 1.0),
+                             cell("cpe", 1, 0.2, 1.0, 0.5)])
+    cpe = next(r for r in table if r["model"] == "cpe")
+    assert cpe["seeds"] == [0, 1] and cpe["pre"]["mean"] == pytest.approx(0.1)
+    soft = cpe["post"]["soft"]
+    assert soft["mean"] == pytest.approx(0.9) and soft["std"] == pytest.approx(0.1414, 1e-3)
+    assert cpe["H"]["mean"] == pytest.approx((1.0 + 2 * 0.8 * 0.5 / 1.3) / 2)  # harmonic(1 - pre, identities kept)
+    assert "| Foumnem (0.00) | CPE (paper, no adv.) | 2 | 0.10 ± 0.14 | 0.90 ± 0.14 | – |" in bench.render(table)
