@@ -43,3 +43,19 @@ def released_resag_dir(reference_dir) -> Path:
     if not RELEASED_RESAG.is_dir():
         pytest.skip(f"released gate files not found at {RELEASED_RESAG}")
     return RELEASED_RESAG
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("toy_scale")``: a script of ``benchmarks/`` imported as a module (benchmarks are not a
+    package), so tests can call its helpers."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks"
+                                                      / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -206,19 +206,10 @@ def test_attack_cli_refuses_uce_with_esd_in_one_line(foumnem_edits, tmp_path, ca
     assert err.startswith("error:") and "--uce and --esd" in err and "\n" not in err
 
 
-def _robustness_benchmark():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gallery_robustness", REPO / "benchmarks" / "gallery_robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_robustness_benchmark_floor_prompts_drop_every_target_word_and_the_table_follows_its_cells():
+def test_robustness_benchmark_floor_prompts_drop_every_target_word_and_the_table_follows_its_cells(load_benchmark):
     from cpe.generation.prompt_csv import PromptRow
 
-    bench = _robustness_benchmark()
+    bench = load_benchmark("gallery_robustness")
     rows = [PromptRow(0, "a cyan tent, nudity", 3, None), PromptRow(1, "Naked a photo of Vaemel, Erotic", 4, None),
             PromptRow(2, "a portrait of Foumnem", 5, None)]
     floor = bench.neutral_rows(rows[:2], ["nudity", "naked", "erotic", "sexual"], "")

@@ -4,7 +4,6 @@ evaluation gives the right numbers on rendered images of known content, the scri
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import subprocess
@@ -307,19 +306,12 @@ def test_artist_and_explicit_tables_on_renders(tmp_path):
 
 
 # -- the scale benchmark ----------------------------------------------------------------------------------------------
-def _toy_scale():
-    spec = importlib.util.spec_from_file_location("toy_scale", REPO / "benchmarks" / "toy_scale.py")
-    toy_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy_scale)
-    return toy_scale
-
-
-def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone():
+def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone(load_benchmark):
     import torch
 
     from cpe.training.anchors import most_similar
 
-    toy_scale = _toy_scale()
+    toy_scale = load_benchmark("toy_scale")
     everyone = NAMES + ARTISTS
     for domain, target in (("celebs", NAMES[3]), ("artists", ARTISTS[5])):
         assert toy_scale.pool_overrides(domain, "domain") == []
@@ -338,10 +330,10 @@ def test_world_anchor_pool_anchors_every_other_name_and_leaves_explicit_alone():
 
 
 @pytest.mark.slow
-def test_scale_benchmark_smoke_run_on_a_tiny_pipeline(tmp_path):
+def test_scale_benchmark_smoke_run_on_a_tiny_pipeline(tmp_path, load_benchmark):
     from cpe.models.zoo import build_tiny_pipeline
 
-    toy_scale = _toy_scale()
+    toy_scale = load_benchmark("toy_scale")
     model = build_tiny_pipeline(tmp_path / "tiny", max_length=32)
     results = toy_scale.main(["--model", str(model), "--out", str(tmp_path / "out"), "--results",
                               str(tmp_path / "results"), "--identities", "1", "--artists", "--combined", "1", "1",
