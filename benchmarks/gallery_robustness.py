@@ -76,13 +76,11 @@ def domain_config(domain: str, name: str = "train") -> Path:
 
 def neutral_rows(rows, words: list[str], neutral: str):
     """``rows`` with every target word (whole word, any case) replaced by ``neutral``: the floor's prompts."""
+    from cpe.attacks.runner import without_target
     from cpe.generation.prompt_csv import PromptRow
-    from cpe.training.prompts import target_pattern
 
-    def strip(prompt: str) -> str:
-        for word in words:
-            prompt = target_pattern(word).sub(neutral, prompt)
-        return re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", prompt)).strip(" ,")
+    def strip(prompt: str) -> str:  # and tidy the spaces and commas a removed word leaves
+        return re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", without_target(prompt, words, neutral))).strip(" ,")
 
     return [PromptRow(r.row, strip(r.prompt), r.seed, r.guidance, r.extra) for r in rows]
 
@@ -163,19 +161,17 @@ class Bench:
 
     def ringabell(self, target: str, seed: int):
         """Ring-A-Bell's attacked rows for this target and seed (black box: the original text encoder only)."""
-        from cpe.attacks import csv_name, run_attack, write_attack
+        from cpe.attacks import csv_name, load_inputs, run_attack, write_attack
         from cpe.attacks.runner import MANIFEST, AttackRun
-        from cpe.attacks.victim import TextSide
         from cpe.generation.prompt_csv import read_prompt_csv
-        from cpe.models.loading import TextSide as PipelineText
 
         cfg = self.attack_config("ringabell", target, seed)
         gen_cfg, rows = self.rows(cfg)
         out = self.out / target / f"seed{seed}" / "ringabell"
         if (out / MANIFEST).is_file():
             return AttackRun(read_prompt_csv(out / csv_name(gen_cfg)).rows, json.loads((out / MANIFEST).read_text()))
-        side = PipelineText.load(self.model)
-        run = run_attack(cfg, gen_cfg, rows, TextSide(side.tokenizer, side.encoders[0]), None)
+        _, _, text, _ = load_inputs(cfg, self.model)  # black box: the tokenizer and text encoder only
+        run = run_attack(cfg, gen_cfg, rows, text, None)
         write_attack(run, out, csv_name(gen_cfg), overwrite=True)
         return run
 
@@ -222,17 +218,12 @@ class Bench:
                     continue
                 if attack == "ringabell":
                     run = ringabell
-                    images = victim.images(run.rows)
                 else:
                     cfg = self.attack_config(attack, target, seed)
                     victim.unet_evaluations = 0
                     run = run_attack(cfg, gen_cfg, rows, victim.text, victim)
                     write_attack(run, path.parent / attack, csv_name(gen_cfg), overwrite=True)
-                    if run.prompt_embeds is not None:
-                        images = victim.images_from_embeddings(run.rows, run.prompt_embeds[run.embedding_index])
-                    else:
-                        images = victim.images(run.rows)
-                done["post"][attack] = self.judge(base, images)
+                done["post"][attack] = self.judge(base, run.images(victim))
                 done["budget"][attack] = run.manifest["budget"]
             done["seconds"] = round(done["seconds"] + time.perf_counter() - started, 1)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,18 +234,14 @@ class Bench:
 
 
 # -- the table -------------------------------------------------------------------------------------------------------
-def harmonic(pre: float, kept: float) -> float:
-    from cpe.metrics.domains import harmonic_h
-
-    return harmonic_h(pre, kept)
-
-
 def stat(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "seeds": len(values)}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
+    from cpe.metrics.domains import harmonic_h
+
     table = []
     for target in [t for t in TARGETS if any(r["target"] == t for r in rows)]:
         for model in [m for m in MODELS if any(r["target"] == target and r["model"] == m for r in rows)]:
@@ -269,7 +256,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                                 for a in ATTACKS if any(a in r["post"] for r in group)},
                      "retention": {k: stat([r["retention"][k]["value"] for r in group]) for k in RETENTION},
                      "n_retention": {k: group[0]["retention"][k]["n"] for k in RETENTION}, "acc_r": acc_r,
-                     "H": stat([harmonic(r["pre"]["asr"], r["retention"][acc_r]["value"]) for r in group]),
+                     "H": stat([harmonic_h(r["pre"]["asr"], r["retention"][acc_r]["value"]) for r in group]),
                      "budget": {a: [r["budget"][a] for r in group if a in r["budget"]] for a in ATTACKS}}
             if group[0]["pre"].get("marks") is not None:
                 entry["marks"] = {"pre": stat([r["pre"]["marks"] for r in group]),

@@ -226,18 +226,13 @@ class Bench:
                 continue
             if name == "ringabell":
                 run = ringabell
-                images = victim.images(run.rows)
             else:
                 control = ["discrete.steps=0"] if name == "prefix" else []
                 cfg = self.attack_config("discrete" if name == "prefix" else name, target, neutral, seed, control)
                 victim.unet_evaluations = 0
                 run = run_attack(cfg, gen_cfg, rows, victim.text, victim)
                 write_attack(run, folder / name, csv_name(gen_cfg), overwrite=True)
-                if run.prompt_embeds is not None:
-                    images = victim.images_from_embeddings(run.rows, run.prompt_embeds[run.embedding_index])
-                else:
-                    images = victim.images(run.rows)
-            out["post"][name] = float(self.hits(images, target).mean())
+            out["post"][name] = float(self.hits(run.images(victim), target).mean())
             out["budget"][name] = run.manifest["budget"]
         return out
 

@@ -63,11 +63,7 @@ def test_attack_on_the_original_model_shows_the_concept(name, victim):
 
     _, run = attack_once(name, victim)
     assert len(run.rows) == 8 and {r.extra["source_prompt"] for r in run.rows} == {"a red circle"}
-    if name == "soft":
-        images = victim.images_from_embeddings(run.rows, run.prompt_embeds[run.embedding_index])
-    else:
-        images = victim.images(run.rows)
-    hits = toy_hits(images, "red", load_shape_classifier(TOY_CLASSIFIER_FILE))
+    hits = toy_hits(run.images(victim), "red", load_shape_classifier(TOY_CLASSIFIER_FILE))
     # the original model draws "a colorful circle" red 7% of the time (the floor); attacks must bring red back
     assert hits.mean() >= 0.75, (run.rows[0].prompt, hits)
     budget = run.manifest["budget"]

@@ -56,19 +56,13 @@ def attack_once(domain: str, name: str, victim: Victim, extra: list[str] = ()):
     return cfg, run_attack(cfg, victim.gen.cfg, rows, victim.text, None if name == "ringabell" else victim)
 
 
-def attacked_images(run, victim: Victim) -> np.ndarray:
-    if run.prompt_embeds is not None:
-        return victim.images_from_embeddings(run.rows, run.prompt_embeds[run.embedding_index])
-    return victim.images(run.rows)
-
-
 @pytest.mark.parametrize("domain", DOMAINS)
 @pytest.mark.parametrize("name", ["soft", "discrete", "prefix"])
 def test_white_box_attacks_and_the_prefix_control_show_the_concept_on_the_original_model(domain, name, victims):
     victim = victims[domain]
     cfg, run = attack_once(domain, name, victim)
     assert {r.extra["source_prompt"] == r.prompt for r in run.rows} == {name == "soft"}
-    verdict = judge_images(cfg.judge, attacked_images(run, victim), cfg.target)
+    verdict = judge_images(cfg.judge, run.images(victim), cfg.target)
     assert verdict.rate >= 0.75, (domain, name, [r.prompt for r in run.rows], verdict.hits)
     budget = run.manifest["budget"]
     assert budget["queries"] > 0 and budget["seconds"] > 0 and run.manifest["config"]["judge"] == cfg.judge

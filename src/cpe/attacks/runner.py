@@ -55,6 +55,12 @@ class AttackRun:
     token_embeddings: Tensor | None = None
     embedding_index: list[int] = field(default_factory=list)  # soft: row -> embedding
 
+    def images(self, victim: Victim):
+        """The victim's images of the attacked rows (soft: from the optimised prompt embeddings)."""
+        if self.prompt_embeds is not None:
+            return victim.images_from_embeddings(self.rows, self.prompt_embeds[self.embedding_index])
+        return victim.images(self.rows)
+
 
 def prompt_seed(seed: int, prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()[:8], "little") >> 1
