@@ -192,7 +192,8 @@ class _Original:
         self.paths = images.paths
         self.index = {_key(r): i for i, r in enumerate(images.records)}
         if len(self.index) != len(images.records):
-            raise ValueError(f"{folder}: a prompt and seed appear twice")
+            raise ValueError(f"{folder}: a prompt and seed appear twice (its images come from runs with other rows "
+                             "or --limit; rerun without --reuse, or with another --out)")
 
     def select(self, keep: list[int]):
         return self.readings.select(keep)
@@ -294,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
     parser.add_argument("--limit", type=int, help="at most N prompt rows per set (evenly spaced)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
-    parser.add_argument("--reuse", action="store_true", help="keep the images already under --out")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the images already under --out (from a run with the same rows and --limit)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -201,3 +201,29 @@ def test_gate_term_is_the_anchors_mean_gate_and_leaves_the_other_terms_unchanged
     slow = torch.autograd.grad(direct.sum(), params)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_prefix_gate_term_is_the_targets_mean_gate_over_its_shared_tokens():
+    """``train.prefix_gate_coef``'s term: per concept, the mean of its own gate on the erase prompt over the tokens
+    the batch marks as shared with the neutral (none marked: 0); the paper's terms are bit-identical with it."""
+    gen = torch.Generator().manual_seed(4)
+    d, t, c, s = 8, 6, 3, 2
+    spec = ResAGSpec(embed_dim=d, layer_dims={"x_to_k": 6, "x_to_v": 5}, gate_rank=3, lora_rank=2)
+    resag = ResAG(spec, c).double()
+    with torch.no_grad():
+        for param in resag.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.5)
+    kv = KVLoss({n: torch.randn(w, d, generator=gen, dtype=torch.float64) for n, w in spec.layer_dims.items()},
+                {"x_to_k": 1.0, "x_to_v": 0.7}, t)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    shared = torch.zeros(c, t, dtype=torch.bool)
+    shared[0, :3], shared[1, :1] = True, True  # concept 2: no shared token
+    plain_batch = EraseBatch(rand(c, t, d), rand(c, t, d), rand(c, s, t, d))
+    batch = EraseBatch(plain_batch.target, plain_batch.diff, plain_batch.anchors, shared)
+    plain, with_prefix = erase_losses(kv, resag, plain_batch, None), erase_losses(kv, resag, batch, None)
+    assert set(with_prefix) == {*plain, "prefix_gate"}
+    for key in plain:
+        assert torch.equal(plain[key], with_prefix[key]), key
+    gates = [resag.gate(batch.target[i : i + 1], torch.tensor([i])).gate[0] for i in range(c)]
+    direct = torch.stack([gates[0][:3].mean(), gates[1][0], torch.zeros((), dtype=torch.float64)])
+    assert torch.allclose(with_prefix["prefix_gate"], direct, rtol=1e-12, atol=0)

@@ -289,3 +289,50 @@ def test_stable_diffusion_pinpoint_configs_are_train_yaml_plus_the_generated_opt
         phrases = load_train_config(REPO_ROOT / "configs" / domain / "train_context.yaml",
                                     ["context.words=../context_words.csv"])
         assert len(training.read_prompt_lists(phrases).templates) == len(side.templates) + cfg.context.variants
+
+
+def test_shared_prefix_mask_marks_the_tokens_before_the_concept(tiny8):
+    """BOS and the template's words before the concept, where a causal encoder gives the target and its neutral
+    the same embedding: the erase target there is exactly 0."""
+    from cpe.models.loading import TextSide
+    from cpe.training.prompts import shared_prefix_mask
+
+    text = TextSide.load(str(tiny8))
+    pairs = [("a photo of adam driver", "a photo of a person"), ("adam driver smiling", "a person smiling"),
+             ("a red ball, adam", "a red ball, ")]
+    mask = shared_prefix_mask(text.tokenizer, pairs, 8)
+    assert mask.shape == (3, 8) and mask.dtype == torch.bool
+    lengths = [1 + len(text.tokenizer("a photo of", add_special_tokens=False).input_ids), 1,
+               1 + len(text.tokenizer("a red ball,", add_special_tokens=False).input_ids)]
+    assert mask.sum(1).tolist() == lengths
+    assert all(mask[i, :n].all() and not mask[i, n:].any() for i, n in enumerate(lengths))
+    embeddings = text.encode([p for pair in pairs for p in pair])
+    target, neutral = embeddings[0::2], embeddings[1::2]
+    assert torch.equal(target[mask], neutral[mask])  # the erase target (1+g)(E_N − E_T) is 0 there
+    assert ((target - neutral).abs().amax(-1)[~mask] > 0).all()
+
+
+def test_prefix_gate_coef_closes_the_gate_before_the_concept_and_is_recorded(tiny8, tmp_path):
+    """``train.prefix_gate_coef`` > 0 trains the same concept (same seed, same draws) with the gate on the erase
+    prompts' shared tokens pushed down; the key is recorded. (Whether the concept's own token keeps its gate is a
+    measurement on a trained model: benchmarks/gallery_explicit_leakage.py. On this random encoder the gate's
+    attention is near uniform, so every token of a prompt gets about the same gate.)"""
+    from cpe.core.weights import load_erasers
+    from cpe.models.loading import TextSide
+    from cpe.training.prompts import shared_prefix_mask
+
+    text = TextSide.load(str(tiny8))
+    pairs = [("a photo of adam driver", "a photo of a person"), ("adam driver on stage", "a person on stage")]
+    mask = shared_prefix_mask(text.tokenizer, pairs, 8)
+    prefix = {}
+    for coef in (0.0, 5.0):
+        cfg = load_train_config(small_config(tmp_path / f"p{coef}", tiny8, concepts=("adam driver",), train={
+            "num_stages": 1, "iterations": 12, "factor_init_iter": 1, "lr": 3e-3, "prefix_gate_coef": coef},
+            adversarial={"enabled": False}))
+        path = training.train(cfg, 0, 1).trained[0]
+        assert read_gate_file(path)[1].training_config["train"]["prefix_gate_coef"] == coef
+        resag, _ = load_erasers([path])
+        with torch.no_grad():
+            gate = resag.gate(text.encode([t for t, _ in pairs]), torch.zeros(2, dtype=torch.long)).gate
+        prefix[coef] = gate[mask].mean().item()
+    assert prefix[5.0] < 0.5 * prefix[0.0], prefix

@@ -123,6 +123,10 @@ class EraseConfig(Section):
     # gate specificity (a pinpoint option, not in the paper): + gate_coef x the anchors' mean gate over their
     # tokens (the empty prompt, the pool and the corpus draws of the step); 0 = off, the paper's loss exactly
     gate_coef: float = at_least(0, 0.0)
+    # the same on the erase prompt itself (not in the paper): + prefix_gate_coef x its mean gate over the tokens it
+    # shares with its neutral (BOS and every token before the concept: their erase target is 0, so the gate has no
+    # reason to open there, and a gate open on "," before "nudity" opens on every comma); 0 = off
+    prefix_gate_coef: float = at_least(0, 0.0)
     num_stages: int = at_least(1, 5)
     iterations: int = at_least(1, 450)
     lr: float = 3e-5

@@ -26,6 +26,7 @@ from cpe.training.prompts import (
     names_target,
     read_context_words,
     read_csv_column,
+    shared_prefix_mask,
     unique,
 )
 
@@ -117,6 +118,7 @@ class ConceptData:
     diff: Tensor  # (1+g)(E_N − E_T) per template
     pool: Tensor  # rows of the anchor store
     corpus: Tensor | None = None  # rows of the caption corpus (``anchors.corpus``)
+    shared: Tensor | None = None  # (M, T) bool: the tokens each target shares with its neutral (train.prefix_gate_coef)
 
 
 @dataclass
@@ -223,7 +225,9 @@ def prepare_batch(
         encoded = model.encode_many([text for pair in pairs for text in pair], f"encoding {concept.target} prompts")
         target, neutral = encoded[0::2].to(model.device), encoded[1::2].to(model.device)
         generator = torch.Generator().manual_seed(concept_seed(cfg.train.seed, concept.target))
+        shared = (shared_prefix_mask(model.tokenizer, pairs, target.shape[1]).to(model.device)
+                  if cfg.train.prefix_gate_coef > 0 else None)
         data.append(ConceptData(concept, generator, target, (1 + concept.guidance) * (neutral - target),
-                                store.indices(pool), None if corpus is None else store.indices(corpus)))
+                                store.indices(pool), None if corpus is None else store.indices(corpus), shared))
     return data, store
 

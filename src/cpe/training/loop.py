@@ -162,10 +162,12 @@ class BatchTrainer:
 
     def _erase_batch(self) -> EraseBatch:
         cfg, device = self.cfg.anchors, self.model.device
-        targets, diffs, anchors = [], [], []
+        targets, diffs, anchors, shared = [], [], [], []
         for d in self.data:
             index = int(torch.randint(len(d.target), (), generator=d.generator))
             targets.append(d.target[index])
+            if d.shared is not None:
+                shared.append(d.shared[index])
             diffs.append(d.diff[index])
             sampled = sample_anchors(self.store.embeddings, d.pool, cfg.per_step, cfg.noise_scale, cfg.mixup,
                                      d.generator)
@@ -173,7 +175,8 @@ class BatchTrainer:
                 sampled = torch.cat([sampled, sample_anchors(self.store.embeddings, d.corpus, cfg.corpus_per_step,
                                                              cfg.noise_scale, cfg.mixup, d.generator)])
             anchors.append(torch.cat([self.empty[None], sampled.to(device)]))
-        return EraseBatch(torch.stack(targets), torch.stack(diffs), torch.stack(anchors))
+        return EraseBatch(torch.stack(targets), torch.stack(diffs), torch.stack(anchors),
+                          torch.stack(shared) if shared else None)
 
     def _attack_targets(self) -> Tensor:
         return torch.stack([d.target[int(torch.randint(len(d.target), (), generator=d.generator))]
@@ -192,6 +195,8 @@ class BatchTrainer:
             total = terms["erase"] + train.adv_coef * terms["adv"] + train.pal * terms["anchor"]
             if train.gate_coef > 0:  # gate specificity (a pinpoint option; 0 = the paper)
                 total = total + train.gate_coef * terms["gate"]
+            if train.prefix_gate_coef > 0:  # the same on the erase prompt's tokens before the concept
+                total = total + train.prefix_gate_coef * terms["prefix_gate"]
             _check_finite(total, self.concepts, stage, "erase", step)
             return total, {"loss": total, **terms}
 

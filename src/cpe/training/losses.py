@@ -136,6 +136,7 @@ class EraseBatch:
     target: Tensor  # E_T (C, T, D)
     diff: Tensor  # (1+g)(E_N − E_T) (C, T, D)
     anchors: Tensor  # the empty prompt then S anchors (C, 1+S, T, D)
+    shared: Tensor | None = None  # (C, T) bool: the target's tokens shared with its neutral (train.prefix_gate_coef)
 
 
 @dataclass
@@ -174,13 +175,16 @@ def _low_rank(kv: KVLoss, resag: ResAG, readout: Readout, x: Tensor, first: int 
 def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank | None,
                  gate_term: bool = False) -> dict[str, Tensor]:
     """Per-concept erase, adversarial and anchor terms of §2.5, each (C,); with ``gate_term`` also "gate", the
-    anchors' mean gate over their tokens (the gate-specificity option ``train.gate_coef``, not in the paper)."""
+    anchors' mean gate over their tokens (the gate-specificity option ``train.gate_coef``, not in the paper), and
+    when the batch carries ``shared`` also "prefix_gate", the target's mean gate over those tokens
+    (``train.prefix_gate_coef``)."""
     anchors = batch.anchors.shape[1]
     readout = kv.readout(resag)
     parts = [batch.target[:, None], batch.anchors]
     if bank is not None:
         parts.append(batch.target[:, None] + bank.delta)
-    z, square, *gates = _low_rank(kv, resag, readout, torch.cat(parts, dim=1), with_gate=gate_term)
+    with_gate = gate_term or batch.shared is not None
+    z, square, *gates = _low_rank(kv, resag, readout, torch.cat(parts, dim=1), with_gate=with_gate)
     scale = resag.spec.scale
 
     xv = torch.bmm(batch.diff, readout.v)
@@ -191,6 +195,9 @@ def erase_losses(kv: KVLoss, resag: ResAG, batch: EraseBatch, bank: FrozenBank |
     }
     if gate_term:
         losses["gate"] = gates[0][:, 1 : 1 + anchors].mean((1, 2))
+    if batch.shared is not None:
+        mask = batch.shared.to(gates[0].dtype)
+        losses["prefix_gate"] = (gates[0][:, 0] * mask).sum(1) / mask.sum(1).clamp(min=1)
     if bank is None:
         losses["adv"] = torch.zeros_like(losses["erase"])
         return losses

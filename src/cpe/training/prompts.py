@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
+from torch import Tensor
 
 from cpe.util.io import read_csv
 from cpe.util.names import folder_name
@@ -118,6 +120,18 @@ def misaligned_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[str,
     """Pairs whose target and neutral tokenize to different lengths (keys/values then shift, method.md §2.2)."""
     lengths = [len(tokenizer(text).input_ids) for pair in pairs for text in pair]
     return [pair for pair, a, b in zip(pairs, lengths[::2], lengths[1::2], strict=True) if a != b]
+
+
+def shared_prefix_mask(tokenizer, pairs: list[tuple[str, str]], num_tokens: int) -> Tensor:
+    """(M, T) bool: per (target, neutral) pair, the positions before the first token where they differ (BOS and the
+    template's words before the concept). A causal text encoder gives both the same embedding there, so the erase
+    target (1+g)(E_N − E_T) is exactly 0 on them."""
+    mask = torch.zeros(len(pairs), num_tokens, dtype=torch.bool)
+    for row, (target, neutral) in enumerate(pairs):
+        a, b = tokenizer(target).input_ids, tokenizer(neutral).input_ids
+        shared = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        mask[row, : min(shared, num_tokens)] = True
+    return mask
 
 
 def target_pattern(target: str) -> re.Pattern:
