@@ -174,11 +174,10 @@ def test_attack_gradient_equals_the_direct_formula():
     assert torch.allclose(fast, slow, rtol=1e-9, atol=1e-12)
 
 
-def test_gate_term_is_the_anchors_mean_gate_and_leaves_the_other_terms_unchanged():
-    """``train.gate_coef``'s term: the mean over the anchors and their tokens of each concept's own gate, as the
-    public gate gives it; the paper's terms are bit-identical with it on or off."""
-    gen = torch.Generator().manual_seed(3)
-    d, t, c, s = 8, 5, 3, 4
+def _random_resag_and_loss(seed: int, d: int, t: int, c: int):
+    """A float64 ResAG of c concepts with random parameters, a KVLoss over two random projections, and a draw of
+    more random tensors from the same generator."""
+    gen = torch.Generator().manual_seed(seed)
     spec = ResAGSpec(embed_dim=d, layer_dims={"x_to_k": 6, "x_to_v": 5}, gate_rank=3, lora_rank=2)
     resag = ResAG(spec, c).double()
     with torch.no_grad():
@@ -187,6 +186,14 @@ def test_gate_term_is_the_anchors_mean_gate_and_leaves_the_other_terms_unchanged
     kv = KVLoss({n: torch.randn(w, d, generator=gen, dtype=torch.float64) for n, w in spec.layer_dims.items()},
                 {"x_to_k": 1.0, "x_to_v": 0.7}, t)
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    return resag, kv, rand
+
+
+def test_gate_term_is_the_anchors_mean_gate_and_leaves_the_other_terms_unchanged():
+    """``train.gate_coef``'s term: the mean over the anchors and their tokens of each concept's own gate, as the
+    public gate gives it; the paper's terms are bit-identical with it on or off."""
+    d, t, c, s = 8, 5, 3, 4
+    resag, kv, rand = _random_resag_and_loss(3, d, t, c)
     batch = EraseBatch(rand(c, t, d), rand(c, t, d), rand(c, s, t, d))
     bank = FrozenBank.freeze(kv, rand(c, 2, t, d) * 0.3)
     plain = erase_losses(kv, resag, batch, bank)
@@ -206,16 +213,8 @@ def test_gate_term_is_the_anchors_mean_gate_and_leaves_the_other_terms_unchanged
 def test_prefix_gate_term_is_the_targets_mean_gate_over_its_shared_tokens():
     """``train.prefix_gate_coef``'s term: per concept, the mean of its own gate on the erase prompt over the tokens
     the batch marks as shared with the neutral (none marked: 0); the paper's terms are bit-identical with it."""
-    gen = torch.Generator().manual_seed(4)
     d, t, c, s = 8, 6, 3, 2
-    spec = ResAGSpec(embed_dim=d, layer_dims={"x_to_k": 6, "x_to_v": 5}, gate_rank=3, lora_rank=2)
-    resag = ResAG(spec, c).double()
-    with torch.no_grad():
-        for param in resag.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.5)
-    kv = KVLoss({n: torch.randn(w, d, generator=gen, dtype=torch.float64) for n, w in spec.layer_dims.items()},
-                {"x_to_k": 1.0, "x_to_v": 0.7}, t)
-    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    resag, kv, rand = _random_resag_and_loss(4, d, t, c)
     shared = torch.zeros(c, t, dtype=torch.bool)
     shared[0, :3], shared[1, :1] = True, True  # concept 2: no shared token
     plain_batch = EraseBatch(rand(c, t, d), rand(c, t, d), rand(c, s, t, d))
