@@ -283,9 +283,17 @@ def test_stable_diffusion_pinpoint_configs_are_train_yaml_plus_the_generated_opt
         assert cfg.experiment_name() == paper.experiment_name() + "_context"
         side = training.read_prompt_lists(cfg)
         compositions = context_files.compositions(domain)
-        assert cfg.context.words is None  # the phrase augmentation stays off (docs/pinpoint.md)
         assert side.templates[-len(compositions):] == compositions
-        assert side.corpus == context_files.corpus() and len(side.corpus) >= 400
+        assert side.corpus is not None and len(side.corpus) >= 400
+        if domain == "artists":  # phrases on the anchor side only, as the gallery's artists (docs/pinpoint.md)
+            assert (cfg.context.words, cfg.context.templates, cfg.context.sentences) == (
+                "../context_words.csv", False, True)
+            base = context_files.corpus()
+            assert side.corpus[: len(base)] == base and len(base) < len(side.corpus) <= len(base) + cfg.context.variants
+            assert len(side.anchor_templates) == len(side.templates) + cfg.context.variants  # erase side unchanged
+            continue
+        assert cfg.context.words is None  # the phrase augmentation stays off around the erase templates
+        assert side.corpus == context_files.corpus()
         phrases = load_train_config(REPO_ROOT / "configs" / domain / "train_context.yaml",
                                     ["context.words=../context_words.csv"])
         assert len(training.read_prompt_lists(phrases).templates) == len(side.templates) + cfg.context.variants
