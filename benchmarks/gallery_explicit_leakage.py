@@ -92,15 +92,17 @@ def measure(variant: str, seed: int, out: Path, model: str) -> dict:
         for e, o in zip(others.erasers, own.erasers, strict=True)}}
 
 
-def _outputs_at(text, prompts: list[str], pick) -> torch.Tensor:
-    """The encoder's outputs (n, D) at the token positions ``pick(tokens)`` returns for each prompt."""
-    out = []
+def _outputs_at(text, prompts: list[str], *picks) -> list[torch.Tensor]:
+    """Per picker, the encoder's outputs (n, D) at the token positions ``pick(tokens)`` returns for each prompt (each
+    prompt encoded once)."""
+    out = [[] for _ in picks]
     for prompt in prompts:
         tokens = text.tokenizer.convert_ids_to_tokens(text.tokenizer(prompt).input_ids)
         with torch.no_grad():
             embedding = text.encode([prompt])[0].float()
-        out += [embedding[i] for i in pick(tokens)]
-    return torch.stack(out)
+        for found, pick in zip(out, picks, strict=True):
+            found += [embedding[i] for i in pick(tokens)]
+    return [torch.stack(found) for found in out]
 
 
 def _median_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,19 +119,21 @@ def token_similarity(model: str) -> dict:
 
     text = TextSide.load(model)
     erased = [n for d, k in ALL_ERASED.items() for n in concept_names(d)[:k]]
-    commas = _outputs_at(text, [q for q in leakage_prompts(erased) if "," in q],
-                         lambda tokens: [i for i, t in enumerate(tokens) if t.startswith(",")])
+    (commas,) = _outputs_at(text, [q for q in leakage_prompts(erased) if "," in q],
+                            lambda tokens: [i for i, t in enumerate(tokens) if t.startswith(",")])
     templates = {d: load_templates(REPO / "configs" / f"toy_{d}" / "templates.csv", "prompt", "{concept}",
                                    include_bare=False) for d in ("explicit", "celebs")}
 
     def one(domain: str, concept: str) -> dict:
         prompts = [fill(t, "{concept}", concept) for t in templates[domain]]
-        first = text.tokenizer(concept, add_special_tokens=False).input_ids[0]
-        at = lambda tokens: [tokens.index(text.tokenizer.convert_ids_to_tokens(first))]  # noqa: E731
-        word = _outputs_at(text, prompts, at)
-        others = _outputs_at(text, prompts, lambda tokens: [i for i, t in enumerate(tokens)
-                                                            if 0 < i < len(tokens) - 1 and i != at(tokens)[0]])
-        return {"commas": _median_cosine(word, commas), "own_prompt_tokens": _median_cosine(word, others),
+        first = text.tokenizer.convert_ids_to_tokens(text.tokenizer(concept, add_special_tokens=False).input_ids[0])
+
+        def others(tokens: list[str]) -> list[int]:  # every real token but BOS, EOS and the concept's first
+            own = tokens.index(first)
+            return [i for i in range(1, len(tokens) - 1) if i != own]
+
+        word, other = _outputs_at(text, prompts, lambda tokens: [tokens.index(first)], others)
+        return {"commas": _median_cosine(word, commas), "own_prompt_tokens": _median_cosine(word, other),
                 "n_word": len(word), "n_commas": len(commas)}
 
     return {"explicit": {w: one("explicit", w) for w in concept_names("explicit")[: ALL_ERASED["explicit"]]},
